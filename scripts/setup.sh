@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up utabench in a virtual environment (.venv, or $UTABENCH_VENV) on a fresh machine.
+# Idempotent: when constraints.txt and pyproject.toml are unchanged since the last successful run it returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${UTABENCH_VENV:-.venv}"
+python="${PYTHON:-python3}"
+stamp="$venv/.utabench-setup"
+want="$(cat constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/utabench" ]; then
+    exit 0
+fi
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+# torch first and alone, pinned, so that no later resolution can choose another build
+"${pip[@]}" -c constraints.txt "torch==2.13.0"
+"${pip[@]}" -c constraints.txt -e ".[test]"
+"$venv/bin/python" -c "import utabench, torch; print('utabench set up with torch', torch.__version__)"
+echo "$want" > "$stamp"

@@ -1,0 +1,104 @@
+"""The backbone interface every adapter implements, and the spec that builds one.
+
+A backbone gives: the eval image transform, `encode_image` into the joint image-text space, `tokenize` and
+`encode_text` where a text tower exists, per-token features of chosen blocks, and metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from utabench.harness.errors import NotApplicable
+
+
+@dataclass
+class BackboneSpec:
+    """What to build: `family:model` plus weights and options (from a spec string or a YAML entry)."""
+
+    family: str
+    model: str
+    checkpoint: Optional[str] = None
+    name: Optional[str] = None  # the key results are stored under; defaults to `family:model`
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name or f"{self.family}:{self.model}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BackboneInfo:
+    family: str
+    model: str
+    params: int
+    patch_size: int
+    input_size: int
+    width: int  # token feature width
+    depth: int  # number of transformer blocks
+    embed_dim: Optional[int]  # joint-space width; None for image-only encoders
+    num_prefix_tokens: int
+    has_text: bool
+    weights: str  # checkpoint path or "random-init(seed=N)"
+    weights_sha256: Optional[str] = None
+
+
+class Backbone(nn.Module):
+    """Base class; subclasses set `self.info` and implement the hooks below."""
+
+    info: BackboneInfo
+    spec: BackboneSpec
+
+    def image_transform(self) -> Callable:
+        raise NotImplementedError
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotApplicable(f"{self.spec.key} has no joint image-text embedding (image-only encoder)")
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        raise NotApplicable(f"{self.spec.key} has no text tower; pair it with one to run zero-shot tasks")
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotApplicable(f"{self.spec.key} has no text tower; pair it with one to run zero-shot tasks")
+
+    def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
+        """Per-token outputs (B, prefix + H*W, width) of the given blocks (0-based; negative counts from the end)."""
+        raise NotImplementedError
+
+    def text_state(self) -> Dict[str, torch.Tensor]:
+        """The tensors that determine `encode_text`; fingerprinted for the text-classifier cache."""
+        raise NotApplicable(f"{self.spec.key} has no text tower")
+
+    def text_fingerprint(self) -> str:
+        """sha256 over the text tower's weights and the tokenizer's output for a probe string."""
+        digest = hashlib.sha256(type(self).__name__.encode())
+        digest.update(self.tokenize(["a photo of a {}."]).numpy().tobytes())
+        for name, tensor in sorted(self.text_state().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    @property
+    def zero_shot_ready(self) -> bool:
+        return self.info.embed_dim is not None and self.info.has_text
+
+
+def count_params(*modules: nn.Module) -> int:
+    seen, total = set(), 0
+    for module in modules:
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+def resolve_blocks(blocks: Sequence[int], depth: int) -> List[int]:
+    return [b % depth for b in blocks]

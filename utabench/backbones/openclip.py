@@ -1,0 +1,113 @@
+"""CLIP-family backbones through open_clip: OpenAI CLIP, OpenCLIP, DataComp, EVA-02-CLIP / EVA-01-CLIP configs.
+
+Weights come from a local state-dict file (read safely, converted with open_clip's own state-dict conversions) or
+are randomly initialised. Our own small configs (used by the embedded default) are added to open_clip's registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import open_clip
+import torch
+
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import BACKBONES
+
+open_clip.add_model_config(Path(__file__).parent / "model_configs" / "open_clip")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def load_open_clip_weights(model: torch.nn.Module, path: str) -> None:
+    """Read a checkpoint without unpickling objects and load it strictly, the way open_clip converts it."""
+    from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    state = read_state_dict(path)
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    if "logit_scale" in state and model.logit_scale.ndim != state["logit_scale"].ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    load_strict(model, state, path)
+
+
+class OpenClipBackbone(Backbone):
+    """An open_clip CLIP model: native ViT towers or timm-backed ones (EVA-02-CLIP)."""
+
+    def __init__(self, spec: BackboneSpec, family: str):
+        super().__init__()
+        if spec.model not in open_clip.list_models():
+            raise UtabenchError(
+                f"unknown open_clip model config {spec.model!r}; known: {', '.join(open_clip.list_models())}"
+            )
+        image_size = spec.options.get("image_size")
+        with _quiet_root_logger():  # open_clip warns on every random init, which is what no checkpoint means
+            self.model, _, self._preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=None, force_image_size=image_size
+            )
+        if spec.checkpoint:
+            load_open_clip_weights(self.model, spec.checkpoint)
+        self._tokenizer = open_clip.get_tokenizer(spec.model)
+        visual = self.model.visual
+        if hasattr(visual, "trunk"):  # timm-backed tower
+            trunk = visual.trunk
+            patch, width, depth = trunk.patch_embed.patch_size[0], trunk.embed_dim, len(trunk.blocks)
+            prefix = trunk.num_prefix_tokens
+        elif hasattr(visual, "transformer"):
+            patch, width, depth = visual.patch_size[0], visual.transformer.width, len(visual.transformer.resblocks)
+            prefix = 1
+        else:
+            raise UtabenchError(f"open_clip model {spec.model} has no ViT image tower; utabench supports ViTs")
+        self.info = BackboneInfo(
+            family=family, model=spec.model, params=count_params(self.model), patch_size=patch,
+            input_size=visual.image_size[0], width=width, depth=depth,
+            embed_dim=int(open_clip.get_model_config(spec.model)["embed_dim"]),
+            num_prefix_tokens=prefix, has_text=True,
+            weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
+            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+        )
+
+    def image_transform(self) -> Callable:
+        return self._preprocess
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._tokenizer(list(texts))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+    def text_state(self) -> Dict[str, torch.Tensor]:
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("visual.")}
+
+    def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
+        out = self.model.visual.forward_intermediates(
+            images, indices=resolve_blocks(blocks, self.info.depth), intermediates_only=True,
+            output_fmt="NLC", output_extra_tokens=True,
+        )
+        return [torch.cat([p, x], dim=1) for p, x in zip(out["image_intermediates_prefix"], out["image_intermediates"])]
+
+
+@BACKBONES.register("clip", help="open_clip CLIP models (OpenAI CLIP, OpenCLIP, DataComp): clip:<open_clip config>")
+def build_clip(spec: BackboneSpec) -> Backbone:
+    return OpenClipBackbone(spec, family="clip")

@@ -1,0 +1,73 @@
+"""EVA-02 backbones: EVA-02-CLIP through open_clip's EVA02-* configs, EVA-02 MIM encoders through timm's eva02_*.
+
+The MIM encoders are image-only: they have no joint image-text space, so zero-shot tasks record them as not
+applicable (the ‡ entries of the paper's Table 4).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, List, Sequence
+
+import open_clip
+import timm
+import torch
+
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.openclip import OpenClipBackbone
+from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import BACKBONES
+
+
+class TimmImageBackbone(Backbone):
+    """An image-only timm ViT (EVA-02 MIM checkpoints); weights go through timm's own checkpoint filter."""
+
+    def __init__(self, spec: BackboneSpec, family: str):
+        super().__init__()
+        architecture = spec.model.split(".")[0]
+        kwargs = {"num_classes": 0}
+        if spec.options.get("image_size"):
+            kwargs["img_size"] = int(spec.options["image_size"])
+        self.trunk = timm.create_model(architecture, pretrained=False, **kwargs)
+        if spec.checkpoint:
+            filter_fn = getattr(importlib.import_module(type(self.trunk).__module__), "checkpoint_filter_fn", None)
+            state = read_state_dict(spec.checkpoint)
+            if filter_fn is not None:
+                state = filter_fn(state, self.trunk)
+            load_strict(self.trunk, state, spec.checkpoint)
+        self._transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.trunk))
+        self.info = BackboneInfo(
+            family=family, model=spec.model, params=count_params(self.trunk),
+            patch_size=self.trunk.patch_embed.patch_size[0], input_size=self.trunk.patch_embed.img_size[0],
+            width=self.trunk.embed_dim, depth=len(self.trunk.blocks), embed_dim=None,
+            num_prefix_tokens=self.trunk.num_prefix_tokens, has_text=False,
+            weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
+            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+        )
+
+    def image_transform(self) -> Callable:
+        return self._transform
+
+    def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
+        out = self.trunk.forward_intermediates(
+            images, indices=resolve_blocks(blocks, self.info.depth), output_fmt="NLC",
+            intermediates_only=True, return_prefix_tokens=True,
+        )
+        return [torch.cat([prefix, x], dim=1) for x, prefix in out]
+
+
+@BACKBONES.register(
+    "eva02",
+    help="EVA-02: eva02:<open_clip EVA02-* config> (EVA-02-CLIP) or eva02:<timm eva02_* model> (MIM, image-only)",
+)
+def build_eva02(spec: BackboneSpec) -> Backbone:
+    if spec.model in open_clip.list_models():
+        return OpenClipBackbone(spec, family="eva02")
+    if timm.is_model(spec.model.split(".")[0]):
+        return TimmImageBackbone(spec, family="eva02")
+    clip_names = [m for m in open_clip.list_models() if m.startswith("EVA") or "eva" in m]
+    raise UtabenchError(
+        f"unknown EVA-02 model {spec.model!r}; use an open_clip config ({', '.join(clip_names)}) "
+        f"or a timm model ({', '.join(timm.list_models('eva02*'))})"
+    )

@@ -1,0 +1,143 @@
+"""UTA: the EVA-02-architecture ViT of the UTA paper on timm's `Eva`, with a CLIP text tower for zero-shot.
+
+Architecture facts: pre-LN ViT with absolute position embeddings, 2D RoPE on q/k of the patch tokens, separate q/k/v
+projections with q and v biases, SwiGLU FFN with a sub-LayerNorm, no attention inner LayerNorm, CLS -> norm -> head
+into the teacher's joint space. Configs are JSON files in `model_configs/uta/` (or a path to one).
+
+The text tower for zero-shot is the one stored in the same checkpoint (`text.*`, option `text: checkpoint`, the
+default) or a named CLIP teacher's (option `text: {spec: clip:..., checkpoint: ...}`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from open_clip.model import CLIPTextCfg, _build_text_tower
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transform import image_transform
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from timm.models.eva import Eva
+
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
+from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import BACKBONES
+
+CONFIG_DIR = Path(__file__).parent / "model_configs" / "uta"
+
+
+def uta_config_names() -> List[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_uta_config(model: str) -> Dict[str, Any]:
+    path = Path(model) if model.endswith(".json") else CONFIG_DIR / f"{model}.json"
+    if not path.is_file():
+        raise UtabenchError(f"unknown UTA config {model!r}; known: {', '.join(uta_config_names())} (or a .json path)")
+    return json.loads(path.read_text())
+
+
+def build_uta_vision(vision: Dict[str, Any], embed_dim: int, image_size: Optional[int] = None,
+                     drop_path_rate: float = 0.0) -> Eva:
+    size = int(image_size or vision["image_size"])
+    return Eva(
+        img_size=size, patch_size=vision["patch_size"], embed_dim=vision["width"], depth=vision["depth"],
+        num_heads=vision["heads"],
+        # timm sizes the FFN as int(width * mlp_ratio); the half keeps float rounding from losing a unit
+        mlp_ratio=(vision["mlp_hidden"] + 0.5) / vision["width"],
+        qkv_fused=False, qkv_bias=True, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=False,
+        use_rot_pos_emb=True, ref_feat_shape=(vision["pt_seq_len"], vision["pt_seq_len"]),
+        num_classes=embed_dim, global_pool="token", drop_path_rate=drop_path_rate,
+    )
+
+
+def build_text_tower(text: Dict[str, Any], embed_dim: int) -> torch.nn.Module:
+    return _build_text_tower(embed_dim, CLIPTextCfg(**text))
+
+
+class UtaBackbone(Backbone):
+    def __init__(self, spec: BackboneSpec):
+        super().__init__()
+        cfg = load_uta_config(spec.model)
+        self.config = cfg
+        vision = cfg["vision"]
+        self.visual = build_uta_vision(vision, cfg["embed_dim"], spec.options.get("image_size"))
+        text_choice = spec.options.get("text", "checkpoint")
+        self.text: Optional[torch.nn.Module] = None
+        self.teacher: Optional[Backbone] = None
+        if spec.checkpoint:
+            visual_state, text_state, rope = release_to_timm(read_state_dict(spec.checkpoint), spec.checkpoint)
+            check_rope_tables(rope, vision["width"] // vision["heads"], self.visual.patch_embed.grid_size[0],
+                              vision["pt_seq_len"], spec.checkpoint)
+            load_strict(self.visual, visual_state, spec.checkpoint)
+            if text_state and text_choice == "checkpoint":
+                self.text = build_text_tower(cfg["text"], cfg["embed_dim"])
+                load_strict(self.text, text_state, spec.checkpoint)
+        elif text_choice == "checkpoint":
+            self.text = build_text_tower(cfg["text"], cfg["embed_dim"])  # random init, seeded by the factory
+        if isinstance(text_choice, (dict, str)) and text_choice != "checkpoint":
+            from utabench.backbones.factory import build_backbone
+
+            self.teacher = build_backbone(text_choice)
+            if self.teacher.info.embed_dim != cfg["embed_dim"] or not self.teacher.info.has_text:
+                raise UtabenchError(
+                    f"text tower {self.teacher.spec.key} gives {self.teacher.info.embed_dim}-d text embeddings; "
+                    f"UTA {spec.model} projects images to {cfg['embed_dim']}-d: pair it with its own teacher"
+                )
+        self._tokenizer = SimpleTokenizer(context_length=cfg["text"]["context_length"]) if self.text else None
+        self._transform = image_transform(
+            self.visual.patch_embed.img_size[0], is_train=False, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD,
+            interpolation="bicubic", resize_mode="shortest",
+        )
+        has_text = self.text is not None or self.teacher is not None
+        self.info = BackboneInfo(
+            family="uta", model=spec.model, params=count_params(self.visual, *( [self.text] if self.text else [])),
+            patch_size=vision["patch_size"], input_size=self.visual.patch_embed.img_size[0],
+            width=vision["width"], depth=vision["depth"], embed_dim=cfg["embed_dim"], num_prefix_tokens=1,
+            has_text=has_text,
+            weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
+            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+        )
+
+    def image_transform(self) -> Callable:
+        return self._transform
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        if self.teacher is not None:
+            return self.teacher.tokenize(texts)
+        if self._tokenizer is None:
+            return super().tokenize(texts)
+        return self._tokenizer(list(texts))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.teacher is not None:
+            return self.teacher.encode_text(tokens)
+        if self.text is None:
+            return super().encode_text(tokens)
+        return self.text(tokens)
+
+    def text_state(self) -> Dict[str, torch.Tensor]:
+        if self.teacher is not None:
+            return self.teacher.text_state()
+        if self.text is None:
+            return super().text_state()
+        return self.text.state_dict()
+
+    def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
+        out = self.visual.forward_intermediates(
+            images, indices=resolve_blocks(blocks, self.info.depth), output_fmt="NLC",
+            intermediates_only=True, return_prefix_tokens=True,
+        )
+        return [torch.cat([prefix, x], dim=1) for x, prefix in out]
+
+
+@BACKBONES.register("uta", help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>")
+def build_uta(spec: BackboneSpec) -> Backbone:
+    return UtaBackbone(spec)

@@ -1,0 +1,72 @@
+"""Image lists for evaluation: PIL decoding with a clear error for a corrupt file, or a counted skip when asked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from utabench.harness.errors import UtabenchError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class CorruptImage(UtabenchError):
+    pass
+
+
+class ImageList(Dataset):
+    """(path, target) pairs -> (image tensor, target, index); a corrupt image raises, or yields None if skipping."""
+
+    def __init__(self, samples: Sequence[Tuple[Path, int]], transform: Optional[Callable] = None,
+                 skip_corrupt: bool = False):
+        self.samples = list(samples)
+        self.transform = transform
+        self.skip_corrupt = skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if self.skip_corrupt:
+                return None
+            raise CorruptImage(
+                f"corrupt or unreadable image {path} ({type(exc).__name__}: {exc}); fix or remove it, or pass "
+                "--skip-corrupt to skip such images (they are counted in the result record)"
+            ) from None
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target, index
+
+
+def collate_skipping(batch):
+    """Default collation of (image, target, index), leaving out the items a skipped corrupt image turned into None."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        return None
+    images = torch.stack([item[0] for item in kept])
+    targets = torch.as_tensor([item[1] for item in kept])
+    indices = torch.as_tensor([item[2] for item in kept])
+    return images, targets, indices
+
+
+def fingerprint_files(root: Path, files: Sequence[Path], extra: bytes = b"") -> str:
+    """sha256 over relative paths and sizes of the files (cheap: no image is read) plus annotation bytes."""
+    digest = hashlib.sha256(extra)
+    for path in files:
+        digest.update(str(Path(path).relative_to(root)).encode())
+        digest.update(str(Path(path).stat().st_size).encode())
+    return digest.hexdigest()

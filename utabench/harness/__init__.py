@@ -1,0 +1,1 @@
+"""The harness: registry, config loading, runner, results store, tables and the command line."""

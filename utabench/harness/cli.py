@@ -1,0 +1,198 @@
+"""The `utabench` command line: list, run, run-all, tables.
+
+Bad input ends with one line `utabench: error: ...` on stderr and exit code 2; nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from utabench.harness.errors import UtabenchError
+
+DEFAULT_RESULTS = "utabench-results"
+
+
+def _add_run_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help=f"results directory (default: the config's, else ./{DEFAULT_RESULTS})")
+    p.add_argument("--force", action="store_true", help="rerun jobs whose records are already complete")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="data-loader worker processes")
+    p.add_argument("--precision", choices=["fp32", "amp_bf16", "amp_fp16"])
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--cache-dir", help="text classifiers and the embedded world (default ~/.cache/utabench)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip unreadable images instead of stopping (they are counted in the record)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="utabench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered backbone families, tasks and dataset types")
+
+    run = sub.add_parser("run", help="one task, one backbone, one dataset")
+    run.add_argument("task")
+    run.add_argument("--backbone", required=True, help="family:model, e.g. clip:ViT-B-16 or uta:B-16")
+    run.add_argument("--checkpoint", help="weights file (.safetensors / state-dict .pt); random init without")
+    run.add_argument("--name", help="the backbone's name in the results (default: the spec)")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="backbone option, e.g. image_size=336 (repeatable)")
+    run.add_argument("--dataset", required=True, help="type:DIR, e.g. imagenet:/data/imagenet, flickr30k:/data/f30k")
+    run.add_argument("--dataset-name", help="the dataset's name in the results (default: its type)")
+    run.add_argument("--classes", help="class index JSON [[wnid, name], ...] for ImageNet-style sets")
+    run.add_argument("--classnames", help="class names JSON for imagefolder")
+    run.add_argument("--templates", help="templates file (JSON list or one per line, with {c})")
+    run.add_argument("--annotations", help="annotation file for retrieval sets (default: the standard one)")
+    run.add_argument("--paper", help="paper row to compare with: 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
+    _add_run_settings(run)
+
+    run_all = sub.add_parser("run-all", help="every (backbone, task, dataset) of a config, then the tables")
+    run_all.add_argument("--config", help="YAML config (default: the embedded default)")
+    _add_run_settings(run_all)
+
+    tables = sub.add_parser("tables", help="render Tables 1-2 from a results directory")
+    tables.add_argument("--results", default=DEFAULT_RESULTS)
+    tables.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    tables.add_argument("--table", type=int, action="append", help="1 or 2 (default: both)")
+    tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
+    return parser
+
+
+def _context(args, settings: dict):
+    import torch
+
+    from utabench.harness.context import RunContext, resolve_device
+    from utabench.harness.distributed import init_distributed
+
+    def pick(name, default):
+        value = getattr(args, name, None)
+        return value if value is not None else settings.get(name, default)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick("device", "auto")
+    device_type = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    info = init_distributed(device_type)
+    return RunContext(
+        device=resolve_device(device, info), batch_size=int(pick("batch_size", 64)), workers=int(pick("workers", 0)),
+        precision=pick("precision", "fp32"),
+        cache_dir=Path(pick("cache_dir", os.environ.get("UTABENCH_CACHE", Path.home() / ".cache" / "utabench"))),
+        skip_corrupt=args.skip_corrupt, progress=not args.no_progress and sys.stderr.isatty(), dist=info,
+    )
+
+
+def _parse_dataset(args) -> dict:
+    if ":" not in args.dataset:
+        raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
+    type_, root = args.dataset.split(":", 1)
+    entry = {"type": type_, "root": root, "name": args.dataset_name or type_}
+    for key in ("classes", "classnames", "templates", "annotations"):
+        if getattr(args, key):
+            entry[key] = getattr(args, key)
+    return entry
+
+
+def _parse_backbone(args) -> dict:
+    entry = {"spec": args.backbone}
+    if args.checkpoint:
+        entry["checkpoint"] = args.checkpoint
+    if args.name:
+        entry["name"] = args.name
+    for option in args.option:
+        if "=" not in option:
+            raise UtabenchError(f"--option {option!r} must be KEY=VALUE")
+        key, value = option.split("=", 1)
+        entry[key] = int(value) if value.isdigit() else value
+    if args.paper:
+        parts = args.paper.split()
+        if len(parts) != 3:
+            raise UtabenchError(f"--paper {args.paper!r} must be 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
+        entry["paper"] = dict(zip(("method", "model", "pairs"), parts))
+    return entry
+
+
+def cmd_list(args) -> int:
+    from utabench.harness.registry import BACKBONES, DATASETS, TASKS
+
+    for title, registry in (("backbone families", BACKBONES), ("tasks", TASKS), ("dataset types", DATASETS)):
+        print(f"{title}:")
+        for name, help_text in registry.describe():
+            print(f"  {name:26s} {help_text}")
+    return 0
+
+
+def _run(args, backbones, tasks, results: Path, ctx) -> int:
+    from utabench.harness.runner import plan_jobs, run_jobs
+
+    jobs = plan_jobs(backbones, tasks, results)
+    run_jobs(jobs, ctx, force=args.force, log=print if ctx.dist.is_main else (lambda _: None))
+    return 0
+
+
+def cmd_run(args) -> int:
+    ctx = _context(args, {})
+    dataset = _parse_dataset(args)
+    return _run(args, [_parse_backbone(args)], {args.task: [dataset]}, Path(args.results or DEFAULT_RESULTS), ctx)
+
+
+def cmd_run_all(args) -> int:
+    from utabench.harness.config import load_config, substitute_world
+    from utabench.harness.distributed import barrier
+    from utabench.harness.store import load_results
+    from utabench.harness.tables import render
+
+    cfg = load_config(args.config)
+    ctx = _context(args, cfg.settings)
+    if cfg.world is not None:
+        from utabench.world import ensure_world
+
+        if ctx.dist.is_main:
+            ensure_world(ctx.cache_dir, cfg.world)
+        barrier(ctx.dist)
+        substitute_world(cfg, ensure_world(ctx.cache_dir, cfg.world))
+    results = Path(args.results or cfg.results or DEFAULT_RESULTS)
+    _run(args, cfg.backbones, cfg.tasks, results, ctx)
+    if ctx.dist.is_main:
+        print()
+        print(render(load_results(results), "markdown", with_paper=False))
+        print(f"records in {results}/; `utabench tables --results {results}` adds the published tables")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from utabench.harness.store import load_results
+    from utabench.harness.tables import render
+
+    if not Path(args.results).is_dir():
+        raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
+                            "or pass --results DIR")
+    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2)),
+                            with_paper=not args.no_paper))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": cmd_tables}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from utabench.harness.registry import load_all
+
+        load_all()
+        return COMMANDS[args.command](args)
+    except UtabenchError as exc:
+        print(f"utabench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("utabench: interrupted; finished records are kept, rerun to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Name -> builder registries, filled by decorators where each family is defined (like timm's @register_model)."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Generic, TypeVar
+
+from utabench.harness.errors import UtabenchError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, T] = {}
+        self._help: Dict[str, str] = {}
+
+    def register(self, name: str, help: str = "") -> Callable[[T], T]:
+        def decorate(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = obj
+            self._help[name] = help or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0]
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries))
+            raise UtabenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        return self._entries[name]
+
+    def names(self):
+        return sorted(self._entries)
+
+    def describe(self):
+        return [(name, self._help[name]) for name in self.names()]
+
+
+BACKBONES: Registry = Registry("backbone family")
+TASKS: Registry = Registry("task")
+DATASETS: Registry = Registry("dataset type")
+
+
+def load_all() -> None:
+    """Import the modules whose decorators fill the registries."""
+    import utabench.backbones  # noqa: F401
+    import utabench.datasets  # noqa: F401
+    import utabench.tasks  # noqa: F401

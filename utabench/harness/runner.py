@@ -1,0 +1,120 @@
+"""Plan and run (backbone, task, dataset) jobs, writing one result record per job.
+
+Every dataset a pending job needs is loaded (and so validated) before any model is built, so bad input fails
+before work starts. Finished records are skipped unless forced; each record is written the moment its job ends,
+so an interrupted run loses nothing that finished.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from utabench.backbones.factory import build_backbone, parse_backbone_spec
+from utabench.harness import provenance
+from utabench.harness.context import RunContext
+from utabench.harness.distributed import barrier
+from utabench.harness.errors import NotApplicable
+from utabench.harness.registry import TASKS
+from utabench.harness.store import is_done, record_path, write_record
+
+
+@dataclass
+class Job:
+    backbone: Dict[str, Any]  # the backbone entry (spec, checkpoint, options), without `paper`
+    backbone_key: str
+    paper: Optional[Dict[str, Any]]
+    task: str
+    dataset: Dict[str, Any]
+    path: Path
+
+
+def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], results: Path) -> List[Job]:
+    jobs = []
+    for entry in backbones:
+        entry = {"spec": entry} if isinstance(entry, str) else dict(entry)
+        paper = entry.pop("paper", None)
+        key = parse_backbone_spec(entry).key
+        for task, datasets in tasks.items():
+            TASKS.get(task)  # unknown task names fail here, listing the known ones
+            for dataset in datasets:
+                jobs.append(Job(entry, key, paper, task, dataset, record_path(results, key, task, dataset["name"])))
+    return jobs
+
+
+def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float) -> Dict:
+    info = asdict(backbone.info)
+    record = {
+        "status": status,
+        "backbone": job.backbone_key,
+        "task": job.task,
+        "dataset": job.dataset["name"],
+        "dataset_type": job.dataset["type"],
+        "metrics": out.metrics if out else {},
+        "paper": job.paper,
+        "provenance": {
+            "backbone": backbone.spec.to_dict(),
+            "backbone_info": info,
+            "checkpoint_sha256": info["weights_sha256"],
+            "dataset": {"config": job.dataset, "root": str(data.root), "fingerprint": data.fingerprint,
+                        "num_images": out.num_images if out else None,
+                        "skipped_images": out.skipped_images if out else None},
+            "task_details": out.details if out else {},
+            "run": {"device": ctx.device, "precision": ctx.precision, "batch_size": ctx.batch_size,
+                    "workers": ctx.workers, "world_size": ctx.dist.world_size},
+            "device": provenance.device_description(ctx.device),
+            "code_version": provenance.code_version(),
+            "libraries": provenance.library_versions(),
+            "wall_seconds": round(wall, 3),
+            "images_per_second": round(out.num_images / out.model_seconds, 2) if out and out.model_seconds else None,
+            "host": socket.gethostname(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    if reason:
+        record["reason"] = reason
+    return record
+
+
+def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
+             log: Callable[[str], None] = print) -> List[Dict[str, str]]:
+    """Run the jobs that are not done (all with `force`); returns one summary row per job."""
+    summary = []
+    pending = []
+    for job in jobs:
+        if not force and is_done(job.path):
+            summary.append({"backbone": job.backbone_key, "task": job.task, "dataset": job.dataset["name"],
+                            "status": "skipped (done)"})
+        else:
+            pending.append(job)
+    datasets = {}
+    for job in pending:  # validate all inputs up front
+        key = (job.task, job.dataset["name"], str(job.dataset.get("root")))
+        if key not in datasets:
+            datasets[key] = TASKS.get(job.task)().load(job.dataset)
+    by_backbone: Dict[str, List[Job]] = {}
+    for job in pending:
+        by_backbone.setdefault(job.backbone_key, []).append(job)
+    for key, group in by_backbone.items():
+        backbone = build_backbone(group[0].backbone).to(ctx.device)
+        for job in group:
+            data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
+            start = time.perf_counter()
+            try:
+                out, status, reason = TASKS.get(job.task)().run(backbone, data, ctx), "complete", ""
+            except NotApplicable as exc:
+                out, status, reason = None, "not_applicable", str(exc)
+            wall = time.perf_counter() - start
+            if ctx.dist.is_main:
+                write_record(job.path, _record(job, backbone, data, out, status, reason, ctx, wall))
+            barrier(ctx.dist)
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in out.metrics.items()) if out else reason
+            log(f"[{key}] {job.task} / {job.dataset['name']}: {shown} ({wall:.1f}s)")
+            summary.append({"backbone": key, "task": job.task, "dataset": job.dataset["name"], "status": status})
+        del backbone
+    return summary
+

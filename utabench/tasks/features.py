@@ -1,0 +1,54 @@
+"""Image embedding extraction shared by the tasks: sharded over ranks, gathered back in dataset order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utabench.datasets.images import ImageList, collate_skipping
+from utabench.harness.context import RunContext
+from utabench.harness.distributed import StridedBatchSampler, gather_rows
+
+
+@dataclass
+class Features:
+    features: torch.Tensor  # (n_kept, dim), float32, dataset order
+    targets: torch.Tensor  # (n_kept,)
+    indices: torch.Tensor  # (n_kept,) dataset indices of the rows; the rest were skipped corrupt images
+    seconds: float  # wall time of the extraction loop on this rank
+
+    def skipped(self, total: int) -> int:
+        return total - len(self.indices)
+
+
+def extract(encode: Callable[[torch.Tensor], torch.Tensor], dataset: ImageList, ctx: RunContext,
+            desc: str) -> Features:
+    loader = DataLoader(
+        dataset, batch_sampler=StridedBatchSampler(len(dataset), ctx.batch_size, ctx.dist),
+        num_workers=ctx.workers, collate_fn=collate_skipping, pin_memory=ctx.device_type == "cuda",
+        persistent_workers=False,
+    )
+    feats, targets, indices = [], [], []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not (ctx.progress and ctx.dist.is_main), leave=False):
+            if batch is None:
+                continue
+            images, target, index = batch
+            with ctx.autocast():
+                out = encode(images.to(ctx.device, non_blocking=True))
+            feats.append(out.float().cpu())
+            targets.append(target)
+            indices.append(index)
+    seconds = time.perf_counter() - start
+    if feats:
+        local = torch.cat(feats), torch.cat(targets), torch.cat(indices)
+    else:
+        local = torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    index, features, target = gather_rows(ctx.dist, local[2], local[0], local[1])
+    return Features(features=features, targets=target, indices=index, seconds=seconds)

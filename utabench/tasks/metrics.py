@@ -1,0 +1,35 @@
+"""Metric arithmetic, with clip_benchmark's definitions: top-k accuracy from `topk`, mean per-class recall over the
+classes present, and retrieval recall@k where a query counts as a hit if any positive is in its top k."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> Dict[int, float]:
+    """Percent of rows whose target is among the k highest logits (ks larger than the class count are left out)."""
+    ks = [k for k in ks if k <= logits.shape[1]]
+    top = logits.topk(max(ks), dim=1, largest=True, sorted=True).indices
+    hits = top.eq(targets.view(-1, 1))
+    return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """Percent; averaged over the classes that occur in `targets`."""
+    recalls = [(predictions[targets == c] == c).float().mean().item() for c in torch.unique(targets)]
+    return 100.0 * sum(recalls) / len(recalls)
+
+
+def retrieval_recall(scores: torch.Tensor, positives: torch.Tensor, ks: Sequence[int], chunk: int = 1024
+                     ) -> Dict[int, float]:
+    """scores (queries, items), positives bool (queries, items): percent of queries with a positive in the top k."""
+    hits = {k: 0 for k in ks}
+    for start in range(0, scores.shape[0], chunk):
+        block, pos = scores[start:start + chunk], positives[start:start + chunk]
+        top = block.topk(max(ks), dim=1).indices
+        found = torch.gather(pos, 1, top)
+        for k in ks:
+            hits[k] += int(found[:, :k].any(dim=1).sum())
+    return {k: 100.0 * hits[k] / scores.shape[0] for k in ks}

@@ -1,0 +1,58 @@
+"""Zero-shot text classifiers (one normalised mean template embedding per class), cached on disk.
+
+The cache key is sha256 of (text tower weights and tokenizer, class names, templates): any change to one of them
+makes a new entry. Entries are safetensors files written atomically by rank 0; other ranks wait and read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from utabench.backbones.base import Backbone
+from utabench.harness.context import RunContext
+from utabench.harness.distributed import barrier
+
+
+def classifier_key(text_fingerprint: str, classnames: List[str], templates: List[str]) -> str:
+    payload = json.dumps({"text": text_fingerprint, "classes": classnames, "templates": templates})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def compute_classifier(backbone: Backbone, classnames: List[str], templates: List[str], ctx: RunContext
+                       ) -> torch.Tensor:
+    """(embed_dim, classes): per class, normalise each template's embedding, average, normalise again."""
+    columns = []
+    with torch.inference_mode():
+        for name in tqdm(classnames, desc="text classifier", disable=not (ctx.progress and ctx.dist.is_main),
+                         leave=False):
+            tokens = backbone.tokenize([t.format(c=name) for t in templates]).to(ctx.device)
+            with ctx.autocast():
+                emb = backbone.encode_text(tokens)
+            mean = F.normalize(emb.float(), dim=-1).mean(dim=0)
+            columns.append(mean / mean.norm())
+    return torch.stack(columns, dim=1).cpu()
+
+
+def zero_shot_classifier(backbone: Backbone, classnames: List[str], templates: List[str], ctx: RunContext
+                         ) -> torch.Tensor:
+    key = classifier_key(backbone.text_fingerprint(), classnames, templates)
+    path = ctx.cache_dir / "classifiers" / f"{key}.safetensors"
+    if ctx.dist.is_main and not path.is_file():
+        weights = compute_classifier(backbone, classnames, templates, ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        save_file({"weights": weights.contiguous()}, tmp, metadata={"classes": str(len(classnames))})
+        os.replace(tmp, path)
+    barrier(ctx.dist)
+    return load_file(str(path))["weights"]

@@ -1,0 +1,37 @@
+"""Zero-shot classification: logits = 100 * normalize(image) @ text classifier; top-1, top-5, mean per-class recall."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from utabench.datasets.images import ImageList
+from utabench.harness.errors import NotApplicable
+from utabench.harness.registry import TASKS
+from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.features import extract
+from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
+from utabench.tasks.text_classifier import zero_shot_classifier
+
+
+@TASKS.register("zeroshot-classification", help="zero-shot top-1/top-5 (Table 1): ImageNet variants, ObjectNet, ImageFolder")
+class ZeroShotClassification(Task):
+    name = "zeroshot-classification"
+    dataset_types = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-v2", "imagenet-sketch", "objectnet",
+                     "imagefolder")
+
+    def run(self, backbone, data, ctx) -> TaskOutput:
+        if not backbone.zero_shot_ready:
+            raise NotApplicable(f"{backbone.spec.key} has no joint image-text space with a text tower")
+        classifier = zero_shot_classifier(backbone, data.classnames, data.templates, ctx)
+        images = ImageList(data.samples, backbone.image_transform(), ctx.skip_corrupt)
+        feats = extract(backbone.encode_image, images, ctx, desc=f"{data.name}")
+        logits = 100.0 * F.normalize(feats.features, dim=-1) @ classifier
+        acc = topk_accuracy(logits, feats.targets, (1, 5))
+        metrics = {"top1": acc[1], "mean_per_class_recall": mean_per_class_recall(logits.argmax(1), feats.targets)}
+        if 5 in acc:
+            metrics["top5"] = acc[5]
+        return TaskOutput(
+            metrics=metrics, num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
+            model_seconds=feats.seconds,
+            details={"num_classes": len(data.classnames), "num_templates": len(data.templates)},
+        )

@@ -1,0 +1,177 @@
+"""Write the embedded world in the standard on-disk layouts of the real datasets.
+
+One world of 10 shape classes (synthetic wnids n90000000..n90000009, names in `classes.json`), shown under the
+distribution shifts of the ImageNet family: photos for -1K val and a fresh sample for -V2, line drawings for -Sketch,
+cartoon and pixel-art renditions for -R (8 of the 10 classes, like R's 200 of 1000), clutter and occlusion for -A
+(another 8), unusual backgrounds and poses for ObjectNet (8 mapped folders plus one unmapped, like ObjectNet's 113
+of 313), and multi-object captioned scenes in Karpathy-split files for Flickr30k and COCO.
+Generation is seeded and written into a temporary directory that is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from utabench.world.scene import SHAPES, BACKGROUNDS, Scene, render, sample_object
+
+GENERATOR_VERSION = 1
+IMAGE_SIZE = (80, 64)
+DEFAULT_COUNTS = {"val": 20, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectnet": 10, "flickr30k": 100,
+                  "coco": 150}
+A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
+R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
+OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
+_STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco"])}
+
+
+def world_wnids() -> List[str]:
+    return [f"n9{i:07d}" for i in range(len(SHAPES))]
+
+
+def _rng(seed: int, stream: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAMS[stream], index])
+
+
+def _single(rng, cls: int, scale=(0.55, 0.9), max_angle=0.35) -> Scene:
+    scene = Scene(IMAGE_SIZE, str(rng.choice(list(BACKGROUNDS))))
+    scene.objects.append(sample_object(rng, SHAPES[cls], IMAGE_SIZE, scale, max_angle))
+    return scene
+
+
+def _write(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        image.save(path)
+    else:
+        image.save(path, format="JPEG", quality=90)
+
+
+def _class_sets(root: Path, seed: int, counts: Dict[str, int]) -> None:
+    wnids = world_wnids()
+    k = 0
+    for cls, wnid in enumerate(wnids):
+        for i in range(counts["val"]):
+            rng = _rng(seed, "val", cls * 10_000 + i)
+            k += 1
+            _write(render(_single(rng, cls), "photo", rng), root / "imagenet" / "val" / wnid /
+                   f"ILSVRC2012_val_{k:08d}.JPEG")
+        for i in range(counts["v2"]):
+            rng = _rng(seed, "v2", cls * 10_000 + i)
+            name = hashlib.sha1(f"{seed}-{cls}-{i}".encode()).hexdigest()
+            _write(render(_single(rng, cls), "photo", rng),
+                   root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / str(cls) / f"{name}.jpeg")
+        for i in range(counts["sketch"]):
+            rng = _rng(seed, "sketch", cls * 10_000 + i)
+            _write(render(_single(rng, cls), "sketch", rng), root / "imagenet-sketch" / "sketch" / wnid /
+                   f"sketch_{i}.JPEG")
+        if cls in A_CLASSES:
+            for i in range(counts["a"]):
+                rng = _rng(seed, "a", cls * 10_000 + i)
+                scene = _single(rng, cls, scale=(0.45, 0.75), max_angle=math.pi)
+                _write(render(scene, "clutter", rng), root / "imagenet-a" / wnid / f"{i:04d}.jpg")
+        if cls in R_CLASSES:
+            for i in range(counts["r"]):
+                rng = _rng(seed, "r", cls * 10_000 + i)
+                style = "cartoon" if i % 2 == 0 else "pixel"
+                _write(render(_single(rng, cls), style, rng), root / "imagenet-r" / wnid / f"{style}_{i}.jpg")
+
+
+def _objectnet(root: Path, seed: int, count: int) -> None:
+    base = root / "objectnet" / "objectnet-1.0"
+    folder_to_label = {SHAPES[c]: SHAPES[c].capitalize() for c in OBJECTNET_CLASSES}
+    folder_to_label["lamp"] = "Lamp"  # an ObjectNet class with no ImageNet counterpart: not evaluated
+    to_imagenet = {SHAPES[c].capitalize(): SHAPES[c] for c in OBJECTNET_CLASSES}
+    (base / "mappings").mkdir(parents=True, exist_ok=True)
+    (base / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps(folder_to_label, indent=1))
+    (base / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps(to_imagenet, indent=1))
+    for j, folder in enumerate(folder_to_label):
+        cls = SHAPES.index(folder) if folder in SHAPES else int(_rng(seed, "objectnet", 999).integers(len(SHAPES)))
+        for i in range(count):
+            rng = _rng(seed, "objectnet", j * 10_000 + i)
+            scene = _single(rng, cls, scale=(0.4, 0.7), max_angle=math.pi)
+            _write(render(scene, "unusual", rng), base / "images" / folder / f"{i:04d}.png")
+
+
+def _join(parts: List[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _where(obj, size) -> str:
+    x, y = obj.center[0] / size[0], obj.center[1] / size[1]
+    horizontal = "left" if x < 0.4 else "right" if x > 0.6 else "middle"
+    vertical = "top" if y < 0.4 else "bottom" if y > 0.6 else "centre"
+    return f"{vertical} {horizontal}" if horizontal != "middle" else vertical
+
+
+def captions(scene: Scene) -> List[str]:
+    things = [f"a {o.color} {o.shape}" for o in scene.objects]
+    joined = _join(things)
+    count = ["one shape", "two shapes", "three shapes"][len(things) - 1]
+    return [
+        f"{joined} on a {scene.background} background",
+        f"an image of {joined}",
+        f"{count}: {joined}",
+        f"a {scene.background} picture showing {joined}",
+        f"{things[0]} at the {_where(scene.objects[0], scene.size)} of the image",
+    ]
+
+
+def _captioned_scene(rng) -> Scene:
+    scene = Scene(IMAGE_SIZE, str(rng.choice(list(BACKGROUNDS))))
+    n = int(rng.integers(1, 4))
+    for shape in rng.choice(len(SHAPES), size=n, replace=False):
+        scene.objects.append(sample_object(rng, SHAPES[int(shape)], IMAGE_SIZE, (0.3, 0.5) if n > 1 else (0.5, 0.85)))
+    return scene
+
+
+def _retrieval(root: Path, seed: int, stream: str, count: int) -> None:
+    folder, ann, subdir = {"flickr30k": ("flickr30k", "dataset_flickr30k.json", "flickr30k-images"),
+                           "coco": ("coco", "dataset_coco.json", "val2014")}[stream]
+    entries = []
+    for i in range(count):
+        rng = _rng(seed, stream, i)
+        scene = _captioned_scene(rng)
+        filename = f"{100000 + i}.jpg" if stream == "flickr30k" else f"COCO_val2014_{i:012d}.jpg"
+        _write(render(scene, "photo", rng), root / folder / subdir / filename)
+        entry = {"filename": filename, "imgid": i, "split": "test",
+                 "sentences": [{"raw": c, "imgid": i} for c in captions(scene)]}
+        if stream == "coco":
+            entry["filepath"] = subdir
+        entries.append(entry)
+    (root / folder / ann).write_text(json.dumps({"images": entries, "dataset": stream}))
+
+
+def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] = None) -> Path:
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.json").write_text(json.dumps([[w, s] for w, s in zip(world_wnids(), SHAPES)]))
+    _class_sets(root, seed, counts)
+    _objectnet(root, seed, counts["objectnet"])
+    _retrieval(root, seed, "flickr30k", counts["flickr30k"])
+    _retrieval(root, seed, "coco", counts["coco"])
+    return root
+
+
+def ensure_world(cache_dir: Path, cfg: Dict[str, Any]) -> Path:
+    """The world for `cfg` ({seed, counts}) under cache_dir, generated once (atomically) and reused after."""
+    key = hashlib.sha256(json.dumps({"cfg": cfg, "v": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cache_dir) / "world" / f"v{GENERATOR_VERSION}-{key}"
+    if root.is_dir():
+        return root
+    tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate_world(tmp, seed=int(cfg.get("seed", 0)), counts=cfg.get("counts"))
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
