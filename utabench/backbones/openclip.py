@@ -64,7 +64,13 @@ class OpenClipBackbone(Backbone):
                 spec.model, pretrained=None, force_image_size=image_size
             )
         if spec.checkpoint:
+            # a timm tower is resized after its weights load (as open_clip does); a native one resizes them on load
+            resize_after = image_size and hasattr(self.model.visual, "trunk")
+            if resize_after:
+                self.model.visual.set_input_size(open_clip.get_model_config(spec.model)["vision_cfg"]["image_size"])
             load_open_clip_weights(self.model, spec.checkpoint)
+            if resize_after:
+                self.model.visual.set_input_size(image_size)
         self._tokenizer = open_clip.get_tokenizer(spec.model)
         visual = self.model.visual
         if hasattr(visual, "trunk"):  # timm-backed tower

@@ -1,4 +1,4 @@
-"""Metric arithmetic, with clip_benchmark's definitions: top-k accuracy from `topk`, mean per-class recall over the
+"""Metric arithmetic (counts in integers, one division at the end, so percentages are exact), with clip_benchmark's definitions: top-k accuracy from `topk`, mean per-class recall over the
 classes present, and retrieval recall@k where a query counts as a hit if any positive is in its top k."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]
     ks = [k for k in ks if k <= logits.shape[1]]
     top = logits.topk(max(ks), dim=1, largest=True, sorted=True).indices
     hits = top.eq(targets.view(-1, 1))
-    return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+    return {k: 100.0 * int(hits[:, :k].any(dim=1).sum()) / len(targets) for k in ks}
 
 
 def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor) -> float:
     """Percent; averaged over the classes that occur in `targets`."""
-    recalls = [(predictions[targets == c] == c).float().mean().item() for c in torch.unique(targets)]
+    recalls = [int((predictions[targets == c] == c).sum()) / int((targets == c).sum()) for c in torch.unique(targets)]
     return 100.0 * sum(recalls) / len(recalls)
 
 

@@ -92,6 +92,9 @@ def _objectnet(root: Path, seed: int, count: int) -> None:
     (base / "mappings").mkdir(parents=True, exist_ok=True)
     (base / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps(folder_to_label, indent=1))
     (base / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps(to_imagenet, indent=1))
+    # the release's two files that tie ImageNet label strings to class indices, for the world's 10 classes
+    (base / "mappings" / "imagenet_to_label_2012_v2").write_text("".join(f"{s}\n" for s in SHAPES))
+    (base / "mappings" / "pytorch_to_imagenet_2012_id.json").write_text(json.dumps({i: i for i in range(len(SHAPES))}))
     for j, folder in enumerate(folder_to_label):
         cls = SHAPES.index(folder) if folder in SHAPES else int(_rng(seed, "objectnet", 999).integers(len(SHAPES)))
         for i in range(count):

@@ -1,0 +1,27 @@
+"""Shared fixtures: torch threads, a small embedded world, a run context with a private cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import utabench  # noqa: F401  (installs the torchvision shim before anything imports torchvision)
+from utabench.harness.context import RunContext
+from utabench.harness.registry import load_all
+
+torch.set_num_threads(2)
+load_all()
+
+SMALL_COUNTS = {"val": 4, "v2": 2, "sketch": 2, "a": 2, "r": 2, "objectnet": 2, "flickr30k": 12, "coco": 16}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    from utabench.world import generate_world
+
+    return generate_world(tmp_path_factory.mktemp("world"), seed=0, counts=SMALL_COUNTS)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return RunContext(device="cpu", batch_size=8, workers=0, cache_dir=tmp_path / "cache", progress=False)
