@@ -209,7 +209,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 
 
 def test_unknown_backbone_names_list_known():
-    with pytest.raises(UtabenchError, match="known backbone familys: clip, eva02, uta"):
+    with pytest.raises(UtabenchError, match="known backbone families: clip, eva02, uta"):
         build_backbone("resnet:50")
     with pytest.raises(UtabenchError, match="known: .*tiny"):
         build_backbone("uta:Z-99")

@@ -10,8 +10,8 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, plural: str):
+        self.kind, self.plural = kind, plural
         self._entries: Dict[str, T] = {}
         self._help: Dict[str, str] = {}
 
@@ -28,7 +28,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             known = ", ".join(sorted(self._entries))
-            raise UtabenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise UtabenchError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}")
         return self._entries[name]
 
     def names(self):
@@ -38,9 +38,9 @@ class Registry(Generic[T]):
         return [(name, self._help[name]) for name in self.names()]
 
 
-BACKBONES: Registry = Registry("backbone family")
-TASKS: Registry = Registry("task")
-DATASETS: Registry = Registry("dataset type")
+BACKBONES: Registry = Registry("backbone family", "backbone families")
+TASKS: Registry = Registry("task", "tasks")
+DATASETS: Registry = Registry("dataset type", "dataset types")
 
 
 def load_all() -> None:

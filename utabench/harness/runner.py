@@ -19,7 +19,7 @@ from utabench.harness import provenance
 from utabench.harness.context import RunContext
 from utabench.harness.distributed import barrier
 from utabench.harness.errors import NotApplicable
-from utabench.harness.registry import TASKS
+from utabench.harness.registry import BACKBONES, TASKS
 from utabench.harness.store import is_done, record_path, write_record
 
 
@@ -38,11 +38,12 @@ def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], resu
     for entry in backbones:
         entry = {"spec": entry} if isinstance(entry, str) else dict(entry)
         paper = entry.pop("paper", None)
-        key = parse_backbone_spec(entry).key
+        spec = parse_backbone_spec(entry)
+        BACKBONES.get(spec.family)  # unknown families fail before any dataset is read
         for task, datasets in tasks.items():
             TASKS.get(task)  # unknown task names fail here, listing the known ones
             for dataset in datasets:
-                jobs.append(Job(entry, key, paper, task, dataset, record_path(results, key, task, dataset["name"])))
+                jobs.append(Job(entry, spec.key, paper, task, dataset, record_path(results, spec.key, task, dataset["name"])))
     return jobs
 
 

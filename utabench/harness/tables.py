@@ -48,6 +48,15 @@ def paper_table(spec: TableSpec) -> pd.DataFrame:
                        dtype={"pairs": str})
 
 
+def _paper_of(group: pd.DataFrame) -> Optional[dict]:
+    """The backbone's `paper` entry, which pandas flattened into paper.method / paper.model / paper.pairs."""
+    fields = ("method", "model", "pairs")
+    if not all(f"paper.{f}" in group for f in fields):
+        return None
+    known = group.dropna(subset=[f"paper.{f}" for f in fields])
+    return {f: known.iloc[0][f"paper.{f}"] for f in fields} if len(known) else None
+
+
 def _paper_row(spec: TableSpec, paper: Optional[dict], published: pd.DataFrame) -> Optional[pd.Series]:
     if not isinstance(paper, dict):
         return None
@@ -73,8 +82,7 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
     rows = []
     mine = records[records.task == spec.task]
     for backbone, group in mine.groupby("backbone", sort=True):
-        paper = next((p for p in group.get("paper", pd.Series(dtype=object)) if isinstance(p, dict)), None)
-        ref = _paper_row(spec, paper, published)
+        ref = _paper_row(spec, _paper_of(group), published)
         values = {}
         for label, dataset_type, metric in spec.columns:
             hit = group[group.dataset_type == dataset_type]
@@ -110,7 +118,7 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
             if group.paper_row.iloc[0]:
                 lines.append({"Backbone": f"↳ paper: {group.paper_row.iloc[0]}", **{c: _fmt(by.paper[c]) for c in columns}})
                 lines.append({"Backbone": "↳ Δ (ours − paper)", **{c: _fmt(by.delta[c], True) for c in columns}})
-        out.append(pd.DataFrame(lines).to_markdown(index=False))
+        out.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
     if with_paper:
         published = paper_table(spec)
         out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper):", "",
