@@ -1,0 +1,59 @@
+"""Under torchrun (2 CPU processes, gloo) the data is sharded, gathered, and the metrics equal a single process's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from utabench.harness.distributed import DistInfo, StridedBatchSampler, gather_rows
+
+
+def test_strided_batches_cover_every_index_once():
+    shards = [list(StridedBatchSampler(23, 4, DistInfo(rank, 3))) for rank in range(3)]
+    flat = sorted(i for shard in shards for batch in shard for i in batch)
+    assert flat == list(range(23))
+    assert shards[0][0] == [0, 1, 2, 3] and shards[1][0] == [4, 5, 6, 7] and shards[0][1] == [12, 13, 14, 15]
+
+
+def test_gather_single_process_sorts_by_index():
+    index, rows = gather_rows(DistInfo(), torch.tensor([2, 0, 1]), torch.tensor([[20.0], [0.0], [10.0]]))
+    assert index.tolist() == [0, 1, 2] and rows.flatten().tolist() == [0.0, 10.0, 20.0]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_single_process(tmp_path, world):
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "settings": {"device": "cpu", "batch_size": 8},
+        "backbones": [{"name": "uta-tiny", "spec": "uta:tiny", "seed": 3}],
+        "tasks": {
+            "zeroshot-classification": [
+                {"name": "imagenet-1k", "type": "imagenet", "root": str(world / "imagenet"),
+                 "classes": str(world / "classes.json")},
+                {"name": "objectnet", "type": "objectnet", "root": str(world / "objectnet")}],
+            "retrieval": [{"name": "coco", "type": "coco", "root": str(world / "coco")}],
+        },
+    }))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "utabench.harness.cli", "run-all", "--config", str(config), "--threads", "1"]
+    single = subprocess.run([sys.executable, *common, "--results", str(tmp_path / "one"), "--cache-dir",
+                             str(tmp_path / "c1")], env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            *common, "--results", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    one = {p.relative_to(tmp_path / "one"): json.loads(p.read_text()) for p in (tmp_path / "one").rglob("*.json")}
+    two = {p.relative_to(tmp_path / "two"): json.loads(p.read_text()) for p in (tmp_path / "two").rglob("*.json")}
+    assert one.keys() == two.keys() and len(one) == 3
+    for key in one:
+        assert one[key]["metrics"] == two[key]["metrics"], key  # exactly equal
+        assert two[key]["provenance"]["run"]["world_size"] == 2
+        assert one[key]["provenance"]["dataset"]["num_images"] == two[key]["provenance"]["dataset"]["num_images"]
