@@ -77,7 +77,13 @@ class Backbone(nn.Module):
         raise NotApplicable(f"{self.spec.key} has no text tower")
 
     def text_fingerprint(self) -> str:
-        """sha256 over the text tower's weights and the tokenizer's output for a probe string."""
+        """sha256 over the text tower's weights and the tokenizer's output for a probe string (computed once:
+        built backbones are frozen)."""
+        if getattr(self, "_text_fingerprint", None) is None:
+            self._text_fingerprint = self._hash_text_tower()
+        return self._text_fingerprint
+
+    def _hash_text_tower(self) -> str:
         digest = hashlib.sha256(type(self).__name__.encode())
         digest.update(self.tokenize(["a photo of a {}."]).numpy().tobytes())
         for name, tensor in sorted(self.text_state().items()):

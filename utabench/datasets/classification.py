@@ -9,7 +9,7 @@ wnid subsets, ObjectNet over its 113 classes, as in clip_benchmark.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,7 +29,6 @@ class ClassificationSet:
     classnames: List[str]
     templates: List[str]
     fingerprint: str
-    notes: Dict[str, Any] = field(default_factory=dict)
 
 
 def _root(cfg: Dict[str, Any], layout: str) -> Path:
@@ -63,12 +62,12 @@ def _samples(root: Path, folders: List[str], labels: List[int], layout: str) -> 
     return samples
 
 
-def _build(cfg, type_, root, samples, classnames, extra: bytes = b"", notes=None) -> ClassificationSet:
+def _build(cfg, type_, root, samples, classnames, extra: bytes = b"") -> ClassificationSet:
     templates = read_templates(cfg.get("templates"))
     files = [p for p, _ in samples]
     return ClassificationSet(
         name=cfg.get("name", type_), type=type_, root=root, samples=samples, classnames=classnames,
-        templates=templates, fingerprint=fingerprint_files(root, files, extra), notes=notes or {},
+        templates=templates, fingerprint=fingerprint_files(root, files, extra),
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -39,7 +39,6 @@ class RunConfig:
     backbones: List[Dict[str, Any]]
     tasks: Dict[str, List[Dict[str, Any]]]
     world: Optional[Dict[str, Any]] = None
-    raw: Dict[str, Any] = field(default_factory=dict)
 
 
 def _expand(value: Any, source: str) -> Any:
@@ -87,7 +86,7 @@ def load_config(path: Optional[str] = None) -> RunConfig:
                 raise UtabenchError(f"config {source}: every dataset of task {task} needs a `type` (and `root`)")
             entry.setdefault("name", entry["type"])
     return RunConfig(source=str(source), results=cfg.get("results"), settings=dict(cfg.get("settings") or {}),
-                     backbones=backbones, tasks=tasks, world=cfg.get("world"), raw=raw)
+                     backbones=backbones, tasks=tasks, world=cfg.get("world"))
 
 
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:

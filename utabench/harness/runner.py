@@ -7,7 +7,6 @@ so an interrupted run loses nothing that finished.
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -72,7 +71,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
             "libraries": provenance.library_versions(),
             "wall_seconds": round(wall, 3),
             "images_per_second": round(out.num_images / out.model_seconds, 2) if out and out.model_seconds else None,
-            "host": socket.gethostname(),
+            "host": provenance.host(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }

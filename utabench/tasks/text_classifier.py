@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import List
 
 import torch
