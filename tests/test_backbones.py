@@ -81,7 +81,7 @@ def test_eva02_mim_adapter_equals_timm(tmp_path):
         ours.encode_image(images)
 
 
-def _release_checkpoint(tmp_path, config="tiny", seed=7):
+def _release_checkpoint(config="tiny", seed=7):
     cfg = load_uta_config(config)
     torch.manual_seed(seed)
     visual = build_uta_vision(cfg["vision"], cfg["embed_dim"]).eval()
@@ -91,7 +91,7 @@ def _release_checkpoint(tmp_path, config="tiny", seed=7):
 
 
 def test_uta_release_layout_loads_strictly_and_matches_timm(tmp_path):
-    cfg, visual, text, state = _release_checkpoint(tmp_path)
+    cfg, visual, text, state = _release_checkpoint()
     assert "visual.blocks.0.attn.q_bias" in state and "visual.blocks.0.mlp.w1.weight" in state
     assert "visual.blocks.0.mlp.ffn_ln.weight" in state and "visual.blocks.3.attn.rope.freqs_cos" in state
     assert "text.transformer.resblocks.0.attn.in_proj_weight" in state and "text.text_projection" in state
@@ -108,7 +108,7 @@ def test_uta_release_layout_loads_strictly_and_matches_timm(tmp_path):
 
 
 def test_uta_release_layout_as_torch_pickle(tmp_path):
-    _, visual, _, state = _release_checkpoint(tmp_path, seed=8)
+    _, visual, _, state = _release_checkpoint(seed=8)
     path = tmp_path / "uta_tiny.pt"
     torch.save({"model": state}, path)
     ours = build_backbone({"spec": "uta:tiny", "checkpoint": str(path)})
@@ -151,7 +151,7 @@ def test_timm_rope_equals_eva02_rope(config, image_size):
 
 
 def test_uta_rope_tables_checked_on_load(tmp_path):
-    _, _, _, state = _release_checkpoint(tmp_path)
+    _, _, _, state = _release_checkpoint()
     state["visual.rope.freqs_cos"] = state["visual.rope.freqs_cos"] * 0.5
     path = tmp_path / "bad_rope.safetensors"
     save_file(state, str(path))
@@ -164,7 +164,7 @@ def test_uta_with_teacher_text_tower(tmp_path):
     teacher = open_clip.create_model("utabench-clip-tiny").eval()
     teacher_path = tmp_path / "teacher.pt"
     torch.save(teacher.state_dict(), teacher_path)
-    _, visual, _, state = _release_checkpoint(tmp_path)
+    _, visual, _, state = _release_checkpoint()
     visual_only = {k: v for k, v in state.items() if not k.startswith("text.")}
     path = tmp_path / "uta_visual.safetensors"
     save_file(visual_only, str(path))

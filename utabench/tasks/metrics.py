@@ -1,5 +1,6 @@
-"""Metric arithmetic (counts in integers, one division at the end, so percentages are exact), with clip_benchmark's definitions: top-k accuracy from `topk`, mean per-class recall over the
-classes present, and retrieval recall@k where a query counts as a hit if any positive is in its top k."""
+"""Metric arithmetic with clip_benchmark's definitions: top-k accuracy from `topk`, mean per-class recall over the
+classes present, and retrieval recall@k where a query counts as a hit if any positive is in its top k.
+Hits are counted in integers and divided once, so the percentages are exact."""
 
 from __future__ import annotations
 
