@@ -12,7 +12,8 @@ from utabench.harness.registry import load_all
 torch.set_num_threads(2)
 load_all()
 
-SMALL_COUNTS = {"val": 4, "v2": 2, "sketch": 2, "a": 2, "r": 2, "objectnet": 2, "flickr30k": 12, "coco": 16}
+SMALL_COUNTS = {"val": 4, "v2": 2, "sketch": 2, "a": 2, "r": 2, "objectnet": 2, "flickr30k": 12, "coco": 16,
+                "train": 4, "pairs": 40}
 
 
 @pytest.fixture(scope="session")

@@ -223,3 +223,22 @@ def test_real_size_uta_b16_metadata():
     assert (info.patch_size, info.input_size, info.width, info.depth, info.embed_dim) == (16, 224, 768, 12, 1024)
     assert backbone.visual.blocks[0].mlp.fc1_g.out_features == 2048
     assert backbone.visual.blocks[0].attn.norm.__class__.__name__ == "Identity"  # no inner attention LN
+
+
+@pytest.mark.parametrize("entry", [{"spec": "clip:utabench-clip-tiny"}, {"spec": "clip:utabench-clip-world"},
+                                   {"spec": "eva02:utabench-eva02-clip-tiny", "image_size": 56}, {"spec": "uta:tiny"}])
+def test_joint_tokens_are_projected_tokens_whose_cls_is_the_image_embedding(entry):
+    backbone = build_backbone({**entry, "seed": 2})
+    size = backbone.info.input_size
+    images = torch.randn(2, 3, size, size)
+    tokens = backbone.joint_tokens(images)
+    grid = size // backbone.info.patch_size
+    assert tokens.shape == (2, 1 + grid * grid, backbone.info.embed_dim)
+    assert torch.allclose(tokens[:, 0], backbone.encode_image(images), atol=1e-5)
+    assert not torch.allclose(tokens[:, 1], tokens[:, 2])
+
+
+def test_image_only_encoders_give_no_joint_tokens():
+    backbone = build_backbone({"spec": "eva02:eva02_tiny_patch14_224", "image_size": 56})
+    with pytest.raises(NotApplicable, match="no per-token features in a joint image-text space"):
+        backbone.joint_tokens(torch.randn(1, 3, 56, 56))

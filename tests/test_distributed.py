@@ -57,3 +57,32 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, world):
         assert one[key]["metrics"] == two[key]["metrics"], key  # exactly equal
         assert two[key]["provenance"]["run"]["world_size"] == 2
         assert one[key]["provenance"]["dataset"]["num_images"] == two[key]["provenance"]["dataset"]["num_images"]
+
+
+@pytest.mark.slow
+def test_torchrun_pretraining_equals_single_process(tmp_path, world):
+    """DDP over 2 ranks (half the batch each, gradients averaged) trains the same weights as one process."""
+    import yaml
+    from safetensors.torch import load_file
+
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "student": {"model": "world"}, "teacher": {"spec": "clip:utabench-clip-world", "seed": 1},
+        "data": {"type": "imagefolder", "root": str(world / "imagenet" / "train")},
+        "mask": {"type": "block-r", "ratio": 0.5, "min_block": 4},
+        "optim": {"batch_size": 8, "steps": 4, "warmup_steps": 1, "lr": 1e-3}, "workers": 0}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "utabench.harness.cli", "pretrain", "uta", "--config", str(config), "--threads", "1",
+              "--device", "cpu"]
+    single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    one, two = load_file(tmp_path / "one" / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=2e-5), key
+    assert json.loads((tmp_path / "two" / "final.json").read_text())["steps"] == 4

@@ -1,7 +1,8 @@
 """The backbone interface every adapter implements, and the spec that builds one.
 
 A backbone gives: the eval image transform, `encode_image` into the joint image-text space, `tokenize` and
-`encode_text` where a text tower exists, per-token features of chosen blocks, and metadata.
+`encode_text` where a text tower exists, per-token features of chosen blocks, per-token features in the joint
+space (what a pretraining teacher gives), and metadata.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class Backbone(nn.Module):
     def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
         """Per-token outputs (B, prefix + H*W, width) of the given blocks (0-based; negative counts from the end)."""
         raise NotImplementedError
+
+    def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Every output token (CLS first, then the H*W patches) after the final norm and the projection into the
+        joint image-text space: (B, 1 + H*W, embed_dim). Its CLS row equals `encode_image`. A pretraining teacher
+        must give these."""
+        raise NotApplicable(f"{self.spec.key} gives no per-token features in a joint image-text space")
 
     def text_state(self) -> Dict[str, torch.Tensor]:
         """The tensors that determine `encode_text`; fingerprinted for the text-classifier cache."""

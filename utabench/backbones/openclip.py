@@ -106,6 +106,21 @@ class OpenClipBackbone(Backbone):
     def text_state(self) -> Dict[str, torch.Tensor]:
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("visual.")}
 
+    def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        visual = self.model.visual
+        if hasattr(visual, "trunk"):  # timm tower: trunk norm -> trunk head (if any) -> open_clip's head
+            trunk = visual.trunk
+            if getattr(trunk, "global_pool", None) != "token" or not isinstance(getattr(trunk, "fc_norm", None), torch.nn.Identity):
+                return super().joint_tokens(images)
+            return visual.head(trunk.head(trunk.forward_features(images)))
+        if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
+            return super().joint_tokens(images)  # the image embedding is not a projected token
+        out = visual.forward_intermediates(images, indices=[self.info.depth - 1], intermediates_only=True,
+                                           output_fmt="NLC", output_extra_tokens=True)
+        tokens = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+        tokens = visual.ln_post(tokens)
+        return tokens @ visual.proj if visual.proj is not None else tokens
+
     def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
         out = self.model.visual.forward_intermediates(
             images, indices=resolve_blocks(blocks, self.info.depth), intermediates_only=True,

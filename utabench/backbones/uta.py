@@ -109,6 +109,9 @@ class UtaBackbone(Backbone):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual(images)
 
+    def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual.head(self.visual.forward_features(images))
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if self.teacher is not None:
             return self.teacher.tokenize(texts)

@@ -26,8 +26,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat {name: tensor} dict, unwrapping the usual containers."""
+def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat {name: tensor} dict, unwrapping the usual containers (with `raw`, the
+    loaded container as it is, e.g. a training state)."""
     path = Path(path)
     if not path.is_file():
         raise UtabenchError(f"checkpoint {path} does not exist; pass the path of a .safetensors, .pt, .pth or .bin file")
@@ -55,7 +56,7 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise UtabenchError(f"checkpoint {path} could not be read as a torch state dict: {exc}") from None
-    return unwrap_state_dict(obj, path)
+    return obj if raw else unwrap_state_dict(obj, path)
 
 
 def unwrap_state_dict(obj, path: str | Path = "<memory>") -> Dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The `utabench` command line: list, run, run-all, tables.
+"""The `utabench` command line: list, run, run-all, tables, pretrain, masks.
 
 Bad input ends with one line `utabench: error: ...` on stderr and exit code 2; nothing half-written is left.
 """
@@ -55,10 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--config", help="YAML config (default: the embedded default)")
     _add_run_settings(run_all)
 
-    tables = sub.add_parser("tables", help="render Tables 1-2 from a results directory")
+    pre = sub.add_parser("pretrain", help="pretrain a backbone: UTA, the MIM / FD / UTA+MIM baselines, or a CLIP")
+    pre.add_argument("objective", choices=["uta", "mim", "fd", "uta+mim", "clip"],
+                     help="uta, mim, fd, uta+mim (from a frozen teacher) or clip (image-text contrastive)")
+    pre.add_argument("--config", required=True, help="pretraining YAML (see utabench/configs/pretrain/)")
+    pre.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, final.safetensors")
+    pre.add_argument("--resume", help="a checkpoint to continue from (default: the latest one in --out)")
+    pre.add_argument("--device", help="auto (default), cpu or cuda")
+    pre.add_argument("--workers", type=int, help="data-loader worker processes (default: the config's)")
+    pre.add_argument("--threads", type=int, help="torch CPU threads")
+    pre.add_argument("--no-progress", action="store_true")
+
+    masks = sub.add_parser("masks", help="masking location probabilities (paper Fig. 3) as a PNG")
+    masks.add_argument("--type", default="block-r", choices=["block", "block-r", "random"])
+    masks.add_argument("--ratio", type=float, default=0.5)
+    masks.add_argument("--grid", type=int, default=16, help="patches per side (224 px / patch 14 = 16)")
+    masks.add_argument("--min-block", type=int, default=16)
+    masks.add_argument("--samples", type=int, default=5000)
+    masks.add_argument("--seed", type=int, default=0)
+    masks.add_argument("--out", default="mask_probability.png")
+
+    tables = sub.add_parser("tables", help="render Tables 1, 2 and 6 from a results directory")
     tables.add_argument("--results", default=DEFAULT_RESULTS)
     tables.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    tables.add_argument("--table", type=int, action="append", help="1 or 2 (default: both)")
+    tables.add_argument("--table", type=int, action="append", help="1, 2 or 6 (default: all)")
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
     return parser
 
@@ -145,18 +165,23 @@ def cmd_run_all(args) -> int:
     from utabench.harness.distributed import barrier
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
+    from utabench.pretrain.resolve import PretrainedResolver
 
     cfg = load_config(args.config)
     ctx = _context(args, cfg.settings)
+    world = None
     if cfg.world is not None:
         from utabench.world import ensure_world
 
         if ctx.dist.is_main:
             ensure_world(ctx.cache_dir, cfg.world)
         barrier(ctx.dist)
-        substitute_world(cfg, ensure_world(ctx.cache_dir, cfg.world))
+        world = ensure_world(ctx.cache_dir, cfg.world)
+        substitute_world(cfg, world)
     results = Path(args.results or cfg.results or DEFAULT_RESULTS)
-    _run(args, cfg.backbones, cfg.tasks, results, ctx)
+    log = print if ctx.dist.is_main else (lambda _: None)
+    backbones = PretrainedResolver(ctx, world, log).resolve(cfg.backbones)
+    _run(args, backbones, cfg.tasks, results, ctx)
     if ctx.dist.is_main:
         print()
         print(render(load_results(results), "markdown", with_paper=False))
@@ -171,12 +196,51 @@ def cmd_tables(args) -> int:
     if not Path(args.results).is_dir():
         raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
                             "or pass --results DIR")
-    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2)),
+    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2, 6)),
                             with_paper=not args.no_paper))
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": cmd_tables}
+def cmd_pretrain(args) -> int:
+    import torch
+
+    from utabench.harness.context import resolve_device
+    from utabench.harness.distributed import init_distributed
+    from utabench.pretrain.config import load_pretrain_config
+    from utabench.pretrain.run import pretrain
+
+    cfg = load_pretrain_config(args.config, objective=args.objective)
+    if args.workers is not None:
+        cfg["workers"] = args.workers
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or "auto"
+    info = init_distributed("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    meta = pretrain(cfg, Path(args.out), resolve_device(device, info), info,
+                    progress=not args.no_progress and sys.stderr.isatty(), resume=args.resume)
+    if info.is_main:
+        entry = meta["backbone"]
+        print(f"done: {entry['checkpoint']} (backbone {entry['spec']}; use it as "
+              f"`--backbone {entry['spec']} --checkpoint {entry['checkpoint']}`)")
+    return 0
+
+
+def cmd_masks(args) -> int:
+    from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability, write_probability_png
+
+    if args.samples < 1 or args.grid < 2:
+        raise UtabenchError("--samples must be >= 1 and --grid >= 2")
+    generator = MaskGenerator((args.grid, args.grid), MaskSpec(args.type, args.ratio, min_block=args.min_block))
+    prob = location_probability(generator, args.samples, args.seed)
+    write_probability_png(prob, Path(args.out))
+    print(f"{args.type} masks, ratio {args.ratio}, {args.grid}x{args.grid} grid, {args.samples} samples: "
+          f"location probability max {prob.max():.4f}, min {prob.min():.4f}, max/min {prob.max() / prob.min():.3f}; "
+          f"map written to {args.out}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": cmd_tables, "pretrain": cmd_pretrain,
+            "masks": cmd_masks}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

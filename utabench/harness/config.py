@@ -41,19 +41,37 @@ class RunConfig:
     world: Optional[Dict[str, Any]] = None
 
 
-def _expand(value: Any, source: str) -> Any:
+def map_strings(value: Any, fn) -> Any:
+    """Apply `fn` to every string inside nested lists and dicts."""
     if isinstance(value, str):
-        def var(match):
-            name = match.group(1)
-            if name not in os.environ:
-                raise UtabenchError(f"{source} uses ${{{name}}} but the environment variable {name} is not set")
-            return os.environ[name]
-        return _VAR.sub(var, value)
+        return fn(value)
     if isinstance(value, list):
-        return [_expand(v, source) for v in value]
+        return [map_strings(v, fn) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, source) for k, v in value.items()}
+        return {k: map_strings(v, fn) for k, v in value.items()}
     return value
+
+
+def _expand(value: Any, source: str) -> Any:
+    def var(match):
+        name = match.group(1)
+        if name not in os.environ:
+            raise UtabenchError(f"{source} uses ${{{name}}} but the environment variable {name} is not set")
+        return os.environ[name]
+    return map_strings(value, lambda text: _VAR.sub(var, text))
+
+
+def read_yaml_mapping(source: Path, what: str, hint: str) -> Dict[str, Any]:
+    """A YAML file that must hold a mapping; `what` names it in errors, `hint` says where good ones are."""
+    if not source.is_file():
+        raise UtabenchError(f"{what} {source} does not exist; {hint}")
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UtabenchError(f"{what} {source} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise UtabenchError(f"{what} {source} must be a mapping; {hint}")
+    return raw
 
 
 def bundled_config(name: str) -> Path:
@@ -62,14 +80,7 @@ def bundled_config(name: str) -> Path:
 
 def load_config(path: Optional[str] = None) -> RunConfig:
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
-    if not source.is_file():
-        raise UtabenchError(f"config {source} does not exist; pass a YAML file (see utabench/configs/)")
-    try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UtabenchError(f"config {source} is not valid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise UtabenchError(f"config {source} must be a mapping with `backbones` and `tasks`")
+    raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
     unknown = set(raw) - {"results", "settings", "world", "backbones", "tasks"}
     if unknown:
         raise UtabenchError(f"config {source}: unknown top-level keys {', '.join(sorted(unknown))}; "

@@ -24,9 +24,10 @@ from utabench.harness.store import is_done, record_path, write_record
 
 @dataclass
 class Job:
-    backbone: Dict[str, Any]  # the backbone entry (spec, checkpoint, options), without `paper`
+    backbone: Dict[str, Any]  # the backbone entry (spec, checkpoint, options), without `paper` / `pretrain`
     backbone_key: str
     paper: Optional[Dict[str, Any]]
+    pretrain: Optional[Dict[str, Any]]  # how the backbone was pretrained, when utabench pretrained it
     task: str
     dataset: Dict[str, Any]
     path: Path
@@ -37,12 +38,14 @@ def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], resu
     for entry in backbones:
         entry = {"spec": entry} if isinstance(entry, str) else dict(entry)
         paper = entry.pop("paper", None)
+        pretrain = entry.pop("pretrain", None)
         spec = parse_backbone_spec(entry)
         BACKBONES.get(spec.family)  # unknown families fail before any dataset is read
         for task, datasets in tasks.items():
             TASKS.get(task)  # unknown task names fail here, listing the known ones
             for dataset in datasets:
-                jobs.append(Job(entry, spec.key, paper, task, dataset, record_path(results, spec.key, task, dataset["name"])))
+                path = record_path(results, spec.key, task, dataset["name"])
+                jobs.append(Job(entry, spec.key, paper, pretrain, task, dataset, path))
     return jobs
 
 
@@ -56,6 +59,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
         "dataset_type": job.dataset["type"],
         "metrics": out.metrics if out else {},
         "paper": job.paper,
+        "pretrain": job.pretrain,
         "provenance": {
             "backbone": backbone.spec.to_dict(),
             "backbone_info": info,
@@ -86,7 +90,7 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
     summary = []
     pending = []
     for job in jobs:
-        if not force and is_done(job.path):
+        if not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
             summary.append({"backbone": job.backbone_key, "task": job.task, "dataset": job.dataset["name"],
                             "status": "skipped (done)"})
         else:

@@ -49,9 +49,13 @@ def read_record(path: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def is_done(path: Path) -> bool:
+def is_done(path: Path, backbone: Optional[Dict[str, Any]] = None) -> bool:
+    """A finished record, made by the same backbone spec (weights path and options) when one is given: a changed
+    backbone under the same name is rerun."""
     record = read_record(path)
-    return bool(record) and record.get("status") in DONE
+    if not record or record.get("status") not in DONE:
+        return False
+    return backbone is None or record.get("provenance", {}).get("backbone") == backbone
 
 
 def iter_records(results: Path) -> Iterator[Dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Render result records as the paper's Tables 1 (zero-shot classification) and 2 (zero-shot retrieval).
+"""Render result records as the paper's Tables 1 (zero-shot classification), 2 (zero-shot retrieval) and 6 (the
+pretraining-objective ablation, from backbones utabench pretrained).
 
 Each backbone gives a row of our numbers; a backbone whose config names its paper row (`paper: {method, model,
 pairs}`) gets the published numbers and the difference beneath. The published tables are kept as data in
@@ -41,6 +42,9 @@ TABLE2 = TableSpec(
     False, lambda model: model.split("/")[0],
 )
 TABLES = {1: TABLE1, 2: TABLE2}
+TABLE6_TITLE = "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)"
+_OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA", "clip": "CLIP (teacher)"}
+_ZS_SETS = [dataset for _, dataset, _ in TABLE1.columns]
 
 
 def paper_table(spec: TableSpec) -> pd.DataFrame:
@@ -126,14 +130,70 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
     return "\n".join(out) + "\n"
 
 
-def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2), with_paper: bool = True) -> str:
-    unknown = [t for t in tables if t not in TABLES]
-    if unknown:
-        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables {', '.join(map(str, TABLES))}")
-    if fmt == "markdown":
-        return "\n".join(render_markdown(records, TABLES[t], with_paper) for t in tables)
+def table6_rows(records: pd.DataFrame) -> List[dict]:
+    """One row per pretrained backbone: objective, counted FLOPs (student forward+backward per image, and relative
+    to FD's), zero-shot top-1 on IN-1K and over the six sets, and IN-1K as a share of its teacher's."""
+    if records.empty or "pretrain.objective" not in records:
+        return []
+    zs = records[(records.task == "zeroshot-classification") & (records.status == "complete")]
+    top1 = {(r.backbone, r.dataset_type): r["metrics.top1"] for _, r in zs.iterrows()}
+    by_checkpoint = {r["provenance.backbone.checkpoint"]: r.backbone for _, r in records.iterrows()
+                     if isinstance(r.get("provenance.backbone.checkpoint"), str)}
+    pretrained = records.dropna(subset=["pretrain.objective"]).drop_duplicates("backbone")
+    flops = {r["pretrain.objective"]: r.get("pretrain.flops.student_per_image") for _, r in pretrained.iterrows()}
+    fd = flops.get("fd")
+    rows = []
+    for _, r in pretrained.iterrows():
+        objective, backbone = r["pretrain.objective"], r.backbone
+        scores = [top1.get((backbone, d)) for d in _ZS_SETS]
+        teacher = by_checkpoint.get(r.get("pretrain.teacher"))
+        own, theirs = top1.get((backbone, "imagenet")), top1.get((teacher, "imagenet"))
+        student_flops = r.get("pretrain.flops.student_per_image")
+        rows.append({"table": 6, "backbone": backbone, "objective": _OBJECTIVE_LABEL.get(objective, objective),
+                     "teacher": teacher or "",
+                     "student GFLOPs/img": student_flops / 1e9 if pd.notna(student_flops) else None,
+                     "FLOPs (× FD)": student_flops / fd if fd and pd.notna(student_flops) else None,
+                     "ZS IN-1K": own,
+                     "ZS avg": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
+                     "% of teacher": 100 * own / theirs if own is not None and theirs else None})
+    order = list(_OBJECTIVE_LABEL.values())
+    return sorted(rows, key=lambda row: (order.index(row["objective"]) if row["objective"] in order else 99,
+                                         row["backbone"]))
+
+
+def _show6(row: dict) -> dict:
+    special = {"student GFLOPs/img": "{:.4f}", "FLOPs (× FD)": "{:.2f}×"}
+    return {k: (special[k].format(v) if v is not None else "—") if k in special else _fmt(v)
+            for k, v in row.items() if k != "table"}
+
+
+def render_table6(records: pd.DataFrame, fmt: str, with_paper: bool) -> str:
+    rows = table6_rows(records)
     if fmt == "csv":
-        rows = [row for t in tables for row in table_rows(records, TABLES[t])]
+        return pd.DataFrame(rows).to_csv(index=False) if rows else ""
+    out = [f"### {TABLE6_TITLE}", ""]
+    if not rows:
+        out.append("(no pretrained backbones in these results)")
+    else:
+        shown = [_show6(row) for row in rows]
+        out.append(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))
+    if with_paper:
+        published = pd.read_csv(StringIO(resources.files("utabench.results").joinpath("paper_table6.csv").read_text()))
+        out += ["", "Published (Table 6 of the UTA paper; ViT-B, 90 epochs on ImageNet-21K; MIM has no zero-shot):",
+                "", published.to_markdown(index=False, floatfmt=".1f")]
+    return "\n".join(out) + "\n"
+
+
+def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 6), with_paper: bool = True) -> str:
+    unknown = [t for t in tables if t not in TABLES and t != 6]
+    if unknown:
+        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1, 2 and 6")
+    if fmt == "markdown":
+        return "\n".join(render_markdown(records, TABLES[t], with_paper) if t != 6 else
+                         render_table6(records, fmt, with_paper) for t in tables)
+    if fmt == "csv":
+        rows = [row for t in tables if t != 6 for row in table_rows(records, TABLES[t])]
         columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta"]
-        return pd.DataFrame(rows, columns=columns).to_csv(index=False)
+        out = pd.DataFrame(rows, columns=columns).to_csv(index=False)
+        return out + ("\n" + render_table6(records, fmt, with_paper) if 6 in tables and table6_rows(records) else "")
     raise UtabenchError(f"unknown table format {fmt!r}; choose markdown or csv")

@@ -29,7 +29,7 @@ def retrieval_recall(scores: torch.Tensor, positives: torch.Tensor, ks: Sequence
     hits = {k: 0 for k in ks}
     for start in range(0, scores.shape[0], chunk):
         block, pos = scores[start:start + chunk], positives[start:start + chunk]
-        top = block.topk(max(ks), dim=1).indices
+        top = block.topk(min(max(ks), block.shape[1]), dim=1).indices  # k beyond the item count is all of them
         found = torch.gather(pos, 1, top)
         for k in ks:
             hits[k] += int(found[:, :k].any(dim=1).sum())

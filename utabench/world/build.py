@@ -4,7 +4,9 @@ One world of 10 shape classes (synthetic wnids n90000000..n90000009, names in `c
 distribution shifts of the ImageNet family: photos for -1K val and a fresh sample for -V2, line drawings for -Sketch,
 cartoon and pixel-art renditions for -R (8 of the 10 classes, like R's 200 of 1000), clutter and occlusion for -A
 (another 8), unusual backgrounds and poses for ObjectNet (8 mapped folders plus one unmapped, like ObjectNet's 113
-of 313), and multi-object captioned scenes in Karpathy-split files for Flickr30k and COCO.
+of 313), and multi-object captioned scenes in Karpathy-split files for Flickr30k and COCO. For pretraining it adds
+an ImageFolder train split (`imagenet/train`, images only, for the students) and image-caption pairs as webdataset
+shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher).
 Generation is seeded and written into a temporary directory that is renamed into place when complete.
 """
 
@@ -22,14 +24,16 @@ import numpy as np
 
 from utabench.world.scene import SHAPES, BACKGROUNDS, Scene, render, sample_object
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 IMAGE_SIZE = (80, 64)
 DEFAULT_COUNTS = {"val": 20, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectnet": 10, "flickr30k": 100,
-                  "coco": 150}
+                  "coco": 150, "train": 300, "pairs": 6000}
+PAIRS_PER_SHARD = 1000
 A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
 R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
 OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
-_STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco"])}
+_STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco",
+                                                 "train", "pairs"])}
 
 
 def world_wnids() -> List[str]:
@@ -152,6 +156,41 @@ def _retrieval(root: Path, seed: int, stream: str, count: int) -> None:
     (root / folder / ann).write_text(json.dumps({"images": entries, "dataset": stream}))
 
 
+def _train_split(root: Path, seed: int, count: int) -> None:
+    for cls, wnid in enumerate(world_wnids()):
+        for i in range(count):
+            rng = _rng(seed, "train", cls * 10_000 + i)
+            _write(render(_single(rng, cls), "photo", rng), root / "imagenet" / "train" / wnid / f"{wnid}_{i}.JPEG")
+
+
+def pair_captions(scene: Scene) -> List[str]:
+    """Captions of a pretraining pair name the objects, as alt-text names the main subject. Decision: no colours or
+    backgrounds, which a tiny CLIP learns first and then matches captions by, never learning the shapes."""
+    things = " and ".join(f"a {o.shape}" for o in scene.objects)
+    return [f"a photo of {things}.", f"{things}.", f"a picture of {things}.", f"an image of {things}.",
+            f"{things} in the image."]
+
+
+def _pairs(root: Path, seed: int, count: int) -> None:
+    """Webdataset shards of (jpg, txt, five captions); three in four images show one object, the rest several."""
+    import io
+    import tarfile
+
+    folder = root / "pairs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for first in range(0, count, PAIRS_PER_SHARD):
+        with tarfile.open(folder / f"pairs-{first // PAIRS_PER_SHARD:05d}.tar", "w") as tar:
+            for i in range(first, min(count, first + PAIRS_PER_SHARD)):
+                rng = _rng(seed, "pairs", i)
+                scene = _single(rng, int(rng.integers(len(SHAPES)))) if i % 4 else _captioned_scene(rng)
+                image = io.BytesIO()
+                render(scene, "photo", rng).save(image, format="JPEG", quality=90)
+                for ext, data in (("jpg", image.getvalue()), ("txt", "\n".join(pair_captions(scene)).encode())):
+                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
 def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] = None) -> Path:
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     root = Path(root)
@@ -161,6 +200,10 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
     _objectnet(root, seed, counts["objectnet"])
     _retrieval(root, seed, "flickr30k", counts["flickr30k"])
     _retrieval(root, seed, "coco", counts["coco"])
+    if counts["train"]:
+        _train_split(root, seed, counts["train"])
+    if counts["pairs"]:
+        _pairs(root, seed, counts["pairs"])
     return root
 
 

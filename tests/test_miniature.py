@@ -1,0 +1,42 @@
+"""A shorter embedded reproduction: teacher and students trained through `pretrain:` backbone entries of a run
+config, evaluated zero-shot, cached for the rerun, and rendered as Table 6."""
+
+import json
+
+import yaml
+
+from utabench.harness.cli import main
+from utabench.harness.config import bundled_config
+
+COUNTS = {"val": 2, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 6, "coco": 6, "train": 7,
+          "pairs": 130}
+
+
+def test_short_embedded_reproduction(tmp_path, capsys):
+    embedded = yaml.safe_load(bundled_config("embedded.yaml").read_text())
+    embedded["world"] = {"seed": 0, "counts": COUNTS}
+    embedded["backbones"] = [b for b in embedded["backbones"] if "pretrain" in b]
+    config = tmp_path / "short.yaml"
+    config.write_text(yaml.safe_dump(embedded))
+    args = ["run-all", "--config", str(config), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args + ["--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("] pretraining ") == 5  # the teacher once (shared by the students), four students
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")]
+    assert len(records) == 5 * 8 and {r["status"] for r in records} == {"complete"}
+    students = {r["backbone"]: r for r in records if r["dataset"] == "imagenet-1k"}
+    assert {b: r["pretrain"]["objective"] for b, r in students.items()} == {
+        "world-clip-teacher": "clip", "uta-student": "uta", "mim-student": "mim", "fd-student": "fd",
+        "uta-mim-student": "uta+mim"}
+    teacher_ckpt = students["world-clip-teacher"]["provenance"]["backbone"]["checkpoint"]
+    assert students["uta-student"]["pretrain"]["teacher"] == teacher_ckpt
+    table6 = out[out.index("### Table 6"):]
+    for label in ("| FD", "| MIM", "| UTA+MIM", "| UTA ", "CLIP (teacher)"):
+        assert label in table6
+    uta_row = next(line for line in table6.splitlines() if "uta-student" in line)
+    relative = float(uta_row.split("|")[5].strip().rstrip("×"))
+    assert 0.45 < relative < 0.65  # half the patches dropped
+
+    assert main(args + ["--results", str(tmp_path / "r2")]) == 0  # cached: nothing is trained again
+    assert "] pretraining " not in capsys.readouterr().out
+    assert len(list((tmp_path / "r2").rglob("*.json"))) == 5 * 8

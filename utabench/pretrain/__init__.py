@@ -1,0 +1,1 @@
+"""Pretraining: UTA and the MIM / FD / UTA+MIM baselines from a frozen teacher, and CLIP teachers for the embedded world."""

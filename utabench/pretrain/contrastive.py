@@ -1,0 +1,54 @@
+"""The image-text contrastive recipe (objective `clip`): trains an open_clip model on image-caption pairs.
+
+It makes the CLIP teachers of the embedded reproduction (and works for any open_clip config on webdataset shards of
+jpg + txt pairs). The loss is open_clip's `ClipLoss` (gathered across ranks with gradients under torchrun); the
+export is an open_clip state dict that loads as `clip:<model>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import open_clip
+import torch
+
+from utabench.backbones.openclip import _quiet_root_logger  # importing it also adds our open_clip model configs
+from utabench.harness.errors import UtabenchError
+from utabench.pretrain.data import PretrainImages
+from utabench.pretrain.distill import _STUDENT_MEAN_STD, _Normalize
+
+
+class ContrastiveRecipe:
+    need_captions = True
+
+    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", rank: int = 0, world_size: int = 1):
+        model = str(cfg["model"])
+        if model not in open_clip.list_models():
+            raise UtabenchError(f"unknown open_clip model config {model!r} for objective clip")
+        with torch.random.fork_rng(devices=[]), _quiet_root_logger():  # no "random init" warning: that is the point
+            torch.manual_seed(int(cfg["seed"]))
+            self.module = open_clip.create_model(model, pretrained=None)
+        self.model_name = model
+        self.tokenizer = open_clip.get_tokenizer(model)
+        mean = getattr(self.module.visual, "image_mean", None) or _STUDENT_MEAN_STD[0]
+        std = getattr(self.module.visual, "image_std", None) or _STUDENT_MEAN_STD[1]
+        self.norm = _Normalize(mean, std).to(device)
+        self.loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rank, world_size=world_size)
+        self.dataset = PretrainImages.from_config(cfg["data"], self.module.visual.image_size[0], int(cfg["seed"]),
+                                                  need_captions=True)
+
+    def loss(self, model: torch.nn.Module, batch: Dict[str, Any], device: torch.device) -> torch.Tensor:
+        images = self.norm(batch["image"].to(device, non_blocking=True))
+        texts = self.tokenizer(batch["caption"]).to(device, non_blocking=True)
+        image_features, text_features, logit_scale = model(images, texts)[:3]
+        return self.loss_fn(image_features.float(), text_features.float(), logit_scale.float())
+
+    def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
+        from safetensors.torch import save_file
+
+        path = Path(out_dir) / "final.safetensors"
+        state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, str(path), metadata={"utabench": json.dumps({"objective": "clip", "steps": steps})})
+        return {"backbone": {"spec": f"clip:{self.model_name}", "checkpoint": str(path)}, "objective": "clip"}

@@ -1,0 +1,148 @@
+"""The distillation recipe: a UTA student learns from a frozen teacher's joint-space tokens (UTA, MIM, FD, UTA+MIM).
+
+The teacher is any registered backbone that gives `joint_tokens` (a CLIP image tower: final tokens after its norm
+and projection, CLS included) on a token grid equal to the student's. Both see the same augmented crop, each
+normalised with its own mean/std (and resized to the teacher's input size if that differs). The export is the UTA
+release layout: the student's `visual.*` plus the teacher's text tower as `text.*`, so the result loads as
+`uta:<student model>` and runs zero-shot with the teacher's text encoder, exactly like a release checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from utabench.backbones.base import Backbone
+from utabench.backbones.factory import build_backbone
+from utabench.backbones.uta import build_text_tower
+from utabench.backbones.uta_checkpoint import timm_to_release
+from utabench.harness.checkpoint import load_strict
+from utabench.harness.errors import NotApplicable, UtabenchError
+from utabench.pretrain.data import PretrainImages
+from utabench.pretrain.masking import MaskGenerator, MaskSpec
+from utabench.pretrain.objectives import get_objective, objective_loss
+from utabench.pretrain.student import Student
+
+_STUDENT_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # OpenAI CLIP
+
+
+def normalization(backbone: Backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The mean/std of a backbone's eval transform (its torchvision Normalize)."""
+    for t in getattr(backbone.image_transform(), "transforms", []):
+        if hasattr(t, "mean") and hasattr(t, "std"):
+            return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+    raise UtabenchError(f"teacher {backbone.spec.key}: its image transform has no Normalize step to reuse")
+
+
+def release_text_state(teacher: Backbone) -> Dict[str, torch.Tensor]:
+    """The teacher's text tower under open_clip TextTransformer names (the `text.*` part of a release file)."""
+    try:
+        state = teacher.text_state()
+    except NotApplicable:
+        return {}
+    out = {}
+    for key, value in state.items():
+        if key in ("logit_scale", "logit_bias"):
+            continue
+        out[key[len("text."):] if key.startswith("text.") else key] = value
+    return out
+
+
+class _Normalize(torch.nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class DistillRecipe:
+    need_captions = False
+
+    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", teacher: Backbone | None = None):
+        self.cfg = cfg
+        self.objective = get_objective(cfg["objective"])
+        student_cfg = cfg["student"]
+        self.module = Student(str(student_cfg["model"]), self.objective, float(student_cfg.get("drop_path", 0.0)),
+                              bool(student_cfg.get("grad_checkpointing", False)))
+        self.image_size = int(self.module.visual.patch_embed.img_size[0])
+        self.teacher = (teacher or build_backbone(cfg["teacher"])).to(device)
+        self.teacher_size = int(self.teacher.info.input_size)
+        self.student_norm = _Normalize(*_STUDENT_MEAN_STD).to(device)
+        self.teacher_norm = _Normalize(*normalization(self.teacher)).to(device)
+        self._check_teacher(device)
+        self.text_state = release_text_state(self.teacher)
+        self._check_text()
+        self.masks = MaskGenerator(self.module.grid, MaskSpec(**cfg["mask"])) if self.objective.uses_mask else None
+        self.dataset = PretrainImages.from_config(cfg["data"], self.image_size, int(cfg["seed"]), mask_fn=self.masks)
+
+    def _check_teacher(self, device: str) -> None:
+        key, config = self.teacher.spec.key, self.module.config
+        probe = torch.zeros(1, 3, self.teacher_size, self.teacher_size, device=device)
+        try:
+            with torch.no_grad():
+                tokens = self.teacher.joint_tokens(probe)
+        except NotApplicable as exc:
+            raise UtabenchError(f"teacher {key} cannot teach: {exc}; use a CLIP image tower (clip:/eva02: open_clip "
+                                "configs) or a uta backbone") from None
+        grid = self.module.grid
+        if tokens.shape[1] != 1 + grid[0] * grid[1]:
+            raise UtabenchError(f"teacher {key} gives {tokens.shape[1] - 1} patch tokens at {self.teacher_size}px; "
+                                f"the student's grid is {grid[0]}x{grid[1]}: pick a student config with the "
+                                "teacher's token grid")
+        if tokens.shape[-1] != config["embed_dim"]:
+            raise UtabenchError(f"teacher {key}'s joint space is {tokens.shape[-1]}-d but student "
+                                f"{self.module.model_name} projects to {config['embed_dim']}-d (its embed_dim)")
+
+    def _check_text(self) -> None:
+        """The teacher's text tower must fit the student config's `text` section, or the export would not load."""
+        if not self.text_state:
+            return
+        tower = build_text_tower(self.module.config["text"], self.module.config["embed_dim"])
+        try:
+            load_strict(tower, self.text_state, f"teacher {self.teacher.spec.key}'s text tower")
+        except UtabenchError as exc:
+            raise UtabenchError(f"student config {self.module.model_name}: its `text` section does not match the "
+                                f"teacher's text tower ({exc})") from None
+
+    def loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        images = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True) if "mask" in batch else None
+        with torch.no_grad():
+            teacher_in = images if self.teacher_size == self.image_size else F.interpolate(
+                images, size=self.teacher_size, mode="bicubic", align_corners=False)
+            target = self.teacher.joint_tokens(self.teacher_norm(teacher_in)).float()
+        x = self.student_norm(images)
+        keep = None
+        if self.objective.student_input == "kept":
+            keep = (~mask).nonzero()[:, 1].view(mask.shape[0], -1)
+            pred = model(x, keep=keep)
+        elif self.objective.needs_mask_token:
+            pred = model(x, mask=mask)
+        else:
+            pred = model(x)
+        return objective_loss(self.objective, pred, target, keep, mask)
+
+    def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
+        from safetensors.torch import save_file
+
+        logit_scale = None
+        scale = self.teacher.text_state().get("logit_scale") if self.text_state else None
+        if scale is not None:
+            logit_scale = float(scale)
+        state = timm_to_release(self.module.visual, self.text_state, self.module.config["vision"]["pt_seq_len"],
+                                logit_scale)
+        path = Path(out_dir) / "final.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+                  metadata={"utabench": json.dumps({"objective": self.objective.name, "steps": steps})})
+        entry = {"spec": f"uta:{self.module.model_name}", "checkpoint": str(path)}
+        if not self.text_state:  # an image-only teacher's student pairs with a text tower given separately
+            entry["text"] = None
+        return {"backbone": entry, "objective": self.objective.name, "teacher": self.teacher.spec.to_dict(),
+                "flops": getattr(self, "flops", None)}

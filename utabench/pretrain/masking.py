@@ -1,0 +1,128 @@
+"""Patch masks for pretraining: BEiT block-wise, UTA's reversed block-wise (Block-R) and random, at an exact ratio.
+
+A mask is a boolean vector over the patch grid (row-major), True where the patch is masked. Every mask of a
+generator masks exactly `round(ratio * H * W)` patches, so a batch of kept-token sequences has one length.
+
+Block-wise (BEiT): rectangles of at least `min_block` patches, aspect ratio log-uniform in [min_aspect, 1/min_aspect],
+up to 10 placement attempts per rectangle, until the target is met; a shortfall (the generator gave up) is topped up
+with random patches. Block-R: with probability `reverse_prob` the block mask is generated at ratio 1 - r and inverted,
+so the masked count stays r * N (decision: the paper inverts "the mask"; generating the complement's ratio keeps
+every sample's kept-token count equal, which token dropping needs). At r = 0.5 this makes every location masked
+with probability exactly 0.5 in expectation, removing the centre bias of block masking (paper Fig. 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+from utabench.harness.errors import UtabenchError
+
+MASK_TYPES = ("block", "block-r", "random")
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    type: str = "block-r"
+    ratio: float = 0.5
+    min_block: int = 16
+    min_aspect: float = 0.3
+    reverse_prob: float = 0.5
+
+    def __post_init__(self):
+        if self.type not in MASK_TYPES:
+            raise UtabenchError(f"unknown mask type {self.type!r}; choose one of {', '.join(MASK_TYPES)}")
+        if not 0.0 < float(self.ratio) < 1.0:
+            raise UtabenchError(f"mask ratio must be in (0, 1), got {self.ratio}; e.g. 0.4 (B) or 0.5 (L)")
+        if self.min_block < 1 or not 0.0 < self.min_aspect <= 1.0:
+            raise UtabenchError(f"mask min_block must be >= 1 and min_aspect in (0, 1], got {self.min_block}, "
+                                f"{self.min_aspect}")
+
+
+class MaskGenerator:
+    """Draws masks for a (height, width) patch grid from a numpy Generator (the caller owns the seed)."""
+
+    def __init__(self, grid: Tuple[int, int], spec: MaskSpec):
+        self.height, self.width = grid
+        self.spec = spec
+        self.num_patches = self.height * self.width
+        self.num_masked = int(round(spec.ratio * self.num_patches))
+        if not 0 < self.num_masked < self.num_patches:
+            raise UtabenchError(f"mask ratio {spec.ratio} on a {self.height}x{self.width} grid masks "
+                                f"{self.num_masked} of {self.num_patches} patches; pick a ratio that keeps and masks some")
+        self.log_aspect = (math.log(spec.min_aspect), math.log(1.0 / spec.min_aspect))
+
+    @property
+    def num_kept(self) -> int:
+        return self.num_patches - self.num_masked
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        spec = self.spec
+        if spec.type == "random":
+            mask = np.zeros(self.num_patches, dtype=bool)
+            mask[rng.choice(self.num_patches, self.num_masked, replace=False)] = True
+            return mask
+        reverse = spec.type == "block-r" and rng.random() < spec.reverse_prob
+        target = self.num_patches - self.num_masked if reverse else self.num_masked
+        mask = self._blocks(rng, target).reshape(-1)
+        return ~mask if reverse else mask
+
+    def _blocks(self, rng: np.random.Generator, target: int) -> np.ndarray:
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        count = 0
+        while count < target:
+            added = self._one_block(rng, mask, target - count)
+            if added == 0:
+                break
+            count += added
+        if count < target:  # top up so that every mask has the exact count
+            free = np.flatnonzero(~mask.reshape(-1))
+            mask.reshape(-1)[rng.choice(free, target - count, replace=False)] = True
+        return mask
+
+    def _one_block(self, rng: np.random.Generator, mask: np.ndarray, budget: int) -> int:
+        low = min(self.spec.min_block, budget)
+        for _ in range(10):
+            area = rng.uniform(low, budget)
+            aspect = math.exp(rng.uniform(*self.log_aspect))
+            h = int(round(math.sqrt(area * aspect)))
+            w = int(round(math.sqrt(area / aspect)))
+            if 0 < h < self.height and 0 < w < self.width:
+                top = int(rng.integers(0, self.height - h + 1))
+                left = int(rng.integers(0, self.width - w + 1))
+                window = mask[top:top + h, left:left + w]
+                new = h * w - int(window.sum())
+                if 0 < new <= budget:
+                    window[...] = True
+                    return new
+        return 0
+
+
+def location_probability(generator: MaskGenerator, samples: int, seed: int = 0) -> np.ndarray:
+    """How often each grid location is masked over `samples` masks: an (H, W) array (paper Fig. 3)."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(generator.num_patches, dtype=np.int64)
+    for _ in range(samples):
+        total += generator(rng)
+    return (total / samples).reshape(generator.height, generator.width)
+
+
+def write_probability_png(prob: np.ndarray, path: Path, cell: int = 24) -> None:
+    """A heat map of `prob` (dark blue = rarely masked, yellow = often), each location a `cell`-pixel square,
+    scaled between the map's own min and max."""
+    from PIL import Image
+
+    low, high = float(prob.min()), float(prob.max())
+    t = (prob - low) / (high - low) if high > low else np.zeros_like(prob)
+    stops = np.array([[48, 18, 90], [33, 110, 140], [60, 180, 110], [250, 230, 40]], dtype=np.float64)
+    pos = t * (len(stops) - 1)
+    i = np.minimum(pos.astype(int), len(stops) - 2)
+    frac = (pos - i)[..., None]
+    rgb = stops[i] * (1 - frac) + stops[i + 1] * frac
+    image = Image.fromarray(rgb.astype(np.uint8)).resize((prob.shape[1] * cell, prob.shape[0] * cell), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)

@@ -1,0 +1,222 @@
+"""The training loop shared by every pretraining recipe: AdamW, linear warm-up then cosine, bf16 autocast on GPU,
+gradient clipping, DDP under torchrun, progress, checkpoints and exact resume.
+
+A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model. A
+checkpoint (`checkpoints/step-XXXXXXXX.pt`, written atomically every `checkpoint_every` steps) holds the module,
+optimiser, scheduler, step, RNG states and the configuration; data order is a function of the step (see `data.py`),
+so rerunning the same command continues exactly where the last checkpoint left off. A non-finite loss stops the run
+with its step number before anything of that step is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from utabench.harness.checkpoint import read_state_dict
+from utabench.harness.distributed import DistInfo, barrier
+from utabench.harness.errors import UtabenchError
+from utabench.pretrain.config import differences, fingerprint
+from utabench.pretrain.data import StepSampler
+
+STATE_FORMAT = "utabench-pretrain-state/1"
+_NO_DECAY = ("cls_token", "pos_embed", "mask_token", "positional_embedding", "logit_scale", "token_embedding")
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """No weight decay on biases, norms, embeddings and learned tokens (BEiT / EVA convention)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or any(k in name for k in _NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int, lr: float, min_lr: float) -> Callable[[int], float]:
+    """Multiplier of `lr` at a step: linear from lr/warmup to lr, then cosine down to min_lr at `total`."""
+    floor = min_lr / lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(out_dir: Path) -> Optional[Path]:
+    found = sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+class Trainer:
+    def __init__(self, cfg: Dict[str, Any], recipe, out_dir: Path, device: str = "cpu", dist: DistInfo = DistInfo(),
+                 progress: bool = True, log: Callable[[str], None] = print, keep_checkpoints: int = 2):
+        self.cfg, self.recipe, self.out_dir = cfg, recipe, Path(out_dir)
+        self.device, self.dist, self.progress, self.log = torch.device(device), dist, progress, log
+        self.keep_checkpoints = keep_checkpoints
+        precision = cfg["precision"]
+        if precision == "auto":
+            precision = "amp_bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "amp_bf16"):
+            raise UtabenchError(f"pretraining precision {precision!r}: choose auto, fp32 or amp_bf16")
+        self.precision = precision
+        optim = cfg["optim"]
+        self.global_batch = int(optim["batch_size"])
+        self.steps_per_epoch = len(recipe.dataset) // self.global_batch
+        if self.steps_per_epoch < 1:
+            raise UtabenchError(f"the data has {len(recipe.dataset)} images, fewer than one batch of "
+                                f"{self.global_batch}; lower optim.batch_size or add images")
+        self.total_steps = int(optim.get("steps") or round(optim["epochs"] * self.steps_per_epoch))
+        self.warmup_steps = int(optim.get("warmup_steps") or round(optim["warmup_epochs"] * self.steps_per_epoch))
+        self.warmup_steps = min(max(1, self.warmup_steps), self.total_steps)
+
+    # ---------------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "amp_bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def _checkpoint_state(self, step: int) -> Dict[str, Any]:
+        return {"format": STATE_FORMAT, "config": self.cfg, "fingerprint": fingerprint(self.cfg), "step": step,
+                "model": self.recipe.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.device),
+                "world_size": self.dist.world_size}
+
+    def _save(self, step: int) -> None:
+        if self.dist.is_main:
+            folder = self.out_dir / "checkpoints"
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_save(self._checkpoint_state(step), folder / f"step-{step:08d}.pt")
+            for old in sorted(folder.glob("step-*.pt"))[:-self.keep_checkpoints]:
+                old.unlink()
+        barrier(self.dist)
+
+    def _resume(self, path: Path) -> int:
+        state = read_state_dict(str(path), raw=True)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UtabenchError(f"{path} is not a utabench pretraining checkpoint (no `{STATE_FORMAT}` state)")
+        changed = differences(state["config"], self.cfg)
+        if changed:
+            raise UtabenchError(f"cannot resume from {path}: it was written by another configuration (differs in "
+                                f"{', '.join(changed[:6])}); use a new output directory or the original config")
+        if state["world_size"] != self.dist.world_size:
+            raise UtabenchError(f"cannot resume {path} exactly: it ran on {state['world_size']} processes, this run "
+                                f"has {self.dist.world_size}")
+        self.recipe.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], self.device)
+        return int(state["step"])
+
+    def _loader(self, start: int) -> DataLoader:
+        sampler = StepSampler(len(self.recipe.dataset), self.global_batch, int(self.cfg["seed"]), start,
+                              self.total_steps, self.dist.rank, self.dist.world_size)
+        workers = int(self.cfg["workers"])
+        # its own generator: starting a loader must not draw from the global RNG that drop path uses
+        seeds = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + start)
+        return DataLoader(self.recipe.dataset, batch_size=self.global_batch // self.dist.world_size, sampler=sampler,
+                          num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                          persistent_workers=False, prefetch_factor=4 if workers else None, generator=seeds)
+
+    # ---------------------------------------------------------------------------------------------------------
+    def run(self, resume_from: Optional[Path] = None) -> Path:
+        """Train to the configured step count (continuing from the latest checkpoint) and export; returns the
+        exported artifact's metadata file."""
+        done = self.out_dir / "final.json"
+        module = self.recipe.module.to(self.device).train()
+        optim = self.cfg["optim"]
+        self.optimizer = torch.optim.AdamW(param_groups(module, float(optim["weight_decay"])), lr=float(optim["lr"]),
+                                           betas=tuple(optim["betas"]), eps=float(optim["eps"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.warmup_steps, self.total_steps, float(optim["lr"]), float(optim["min_lr"])))
+        resume_from = resume_from or latest_checkpoint(self.out_dir)
+        start = self._resume(resume_from) if resume_from else 0
+        if start:
+            self.log(f"resuming from {resume_from} at step {start}")
+        else:
+            torch.manual_seed(int(self.cfg["seed"]) + self.dist.rank)
+            random.seed(int(self.cfg["seed"]))
+        model = module
+        if self.dist.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._train(model, start)
+        barrier(self.dist)
+        meta = self.recipe.export(self.out_dir, steps=self.total_steps) if self.dist.is_main else None
+        if self.dist.is_main:
+            meta.update({"fingerprint": fingerprint(self.cfg), "config": self.cfg, "steps": self.total_steps})
+            tmp = done.with_name(".final.json.tmp")
+            tmp.write_text(json.dumps(meta, indent=1, default=str))
+            os.replace(tmp, done)
+        barrier(self.dist)
+        return done
+
+    def _train(self, model: nn.Module, start: int) -> None:
+        from tqdm import tqdm
+
+        clip = self.cfg["optim"].get("clip_grad")
+        every = int(self.cfg["checkpoint_every"])
+        bar = tqdm(total=self.total_steps, initial=start, disable=not (self.progress and self.dist.is_main),
+                   desc=f"pretrain {self.cfg['objective']}", unit="step", dynamic_ncols=True)
+        log_path = self.out_dir / "log.jsonl"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        step, seen, clock = start, 0, time.perf_counter()
+        for batch in self._loader(start):
+            with self._autocast():
+                loss = self.recipe.loss(model, batch, self.device)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                last = latest_checkpoint(self.out_dir)
+                raise UtabenchError(f"the loss became {value} at step {step + 1}; stopped before updating or saving "
+                                    f"that step (last checkpoint: {last or 'none'}); lower optim.lr or set "
+                                    "optim.clip_grad")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.recipe.module.parameters(), float(clip))
+            self.optimizer.step()
+            self.scheduler.step()
+            step += 1
+            seen += self.global_batch
+            rate = seen / max(1e-9, time.perf_counter() - clock)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.0f}")
+            if self.dist.is_main and (step % 10 == 0 or step == self.total_steps):
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "loss": value, "lr": self.scheduler.get_last_lr()[0],
+                                        "images_per_second": round(rate, 1)}) + "\n")
+            if step % every == 0 or step == self.total_steps:
+                self._save(step)
+        bar.close()
