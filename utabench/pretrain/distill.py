@@ -69,8 +69,10 @@ class DistillRecipe:
         self.cfg = cfg
         self.objective = get_objective(cfg["objective"])
         student_cfg = cfg["student"]
-        self.module = Student(str(student_cfg["model"]), self.objective, float(student_cfg.get("drop_path", 0.0)),
-                              bool(student_cfg.get("grad_checkpointing", False)))
+        with torch.random.fork_rng(devices=[]):  # the config's seed alone decides the initial weights
+            torch.manual_seed(int(cfg["seed"]))
+            self.module = Student(str(student_cfg["model"]), self.objective,
+                                  float(student_cfg.get("drop_path", 0.0)), bool(student_cfg.get("grad_checkpointing", False)))
         self.image_size = int(self.module.visual.patch_embed.img_size[0])
         self.teacher = (teacher or build_backbone(cfg["teacher"])).to(device)
         self.teacher_size = int(self.teacher.info.input_size)
