@@ -35,7 +35,7 @@ def test_short_embedded_reproduction(tmp_path, capsys):
         assert label in table6
     uta_row = next(line for line in table6.splitlines() if "uta-student" in line)
     relative = float(uta_row.split("|")[5].strip().rstrip("×"))
-    assert 0.45 < relative < 0.65  # half the patches dropped
+    assert 0.55 < relative < 0.72  # 40% of the patches dropped (the world students' mask ratio)
 
     assert main(args + ["--results", str(tmp_path / "r2")]) == 0  # cached: nothing is trained again
     assert "] pretraining " not in capsys.readouterr().out
