@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device_type(device: str) -> str:
+    """cuda or cpu for a --device value (auto: cuda when torch sees one)."""
+    import torch
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
 def _context(args, settings: dict):
     import torch
 
@@ -96,8 +103,7 @@ def _context(args, settings: dict):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick("device", "auto")
-    device_type = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    info = init_distributed(device_type)
+    info = init_distributed(_device_type(device))
     return RunContext(
         device=resolve_device(device, info), batch_size=int(pick("batch_size", 64)), workers=int(pick("workers", 0)),
         precision=pick("precision", "fp32"),
@@ -215,7 +221,7 @@ def cmd_pretrain(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or "auto"
-    info = init_distributed("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    info = init_distributed(_device_type(device))
     meta = pretrain(cfg, Path(args.out), resolve_device(device, info), info,
                     progress=not args.no_progress and sys.stderr.isatty(), resume=args.resume)
     if info.is_main:

@@ -47,9 +47,13 @@ _OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA"
 _ZS_SETS = [dataset for _, dataset, _ in TABLE1.columns]
 
 
+def published_table(csv: str) -> pd.DataFrame:
+    """A published table kept in `utabench/results/`."""
+    return pd.read_csv(StringIO(resources.files("utabench.results").joinpath(csv).read_text()), dtype={"pairs": str})
+
+
 def paper_table(spec: TableSpec) -> pd.DataFrame:
-    return pd.read_csv(StringIO(resources.files("utabench.results").joinpath(spec.csv).read_text()),
-                       dtype={"pairs": str})
+    return published_table(spec.csv)
 
 
 def _paper_of(group: pd.DataFrame) -> Optional[dict]:
@@ -167,10 +171,8 @@ def _show6(row: dict) -> dict:
             for k, v in row.items() if k != "table"}
 
 
-def render_table6(records: pd.DataFrame, fmt: str, with_paper: bool) -> str:
+def render_table6(records: pd.DataFrame, with_paper: bool) -> str:
     rows = table6_rows(records)
-    if fmt == "csv":
-        return pd.DataFrame(rows).to_csv(index=False) if rows else ""
     out = [f"### {TABLE6_TITLE}", ""]
     if not rows:
         out.append("(no pretrained backbones in these results)")
@@ -178,9 +180,8 @@ def render_table6(records: pd.DataFrame, fmt: str, with_paper: bool) -> str:
         shown = [_show6(row) for row in rows]
         out.append(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))
     if with_paper:
-        published = pd.read_csv(StringIO(resources.files("utabench.results").joinpath("paper_table6.csv").read_text()))
         out += ["", "Published (Table 6 of the UTA paper; ViT-B, 90 epochs on ImageNet-21K; MIM has no zero-shot):",
-                "", published.to_markdown(index=False, floatfmt=".1f")]
+                "", published_table("paper_table6.csv").to_markdown(index=False, floatfmt=".1f")]
     return "\n".join(out) + "\n"
 
 
@@ -190,10 +191,11 @@ def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 6), with_
         raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1, 2 and 6")
     if fmt == "markdown":
         return "\n".join(render_markdown(records, TABLES[t], with_paper) if t != 6 else
-                         render_table6(records, fmt, with_paper) for t in tables)
+                         render_table6(records, with_paper) for t in tables)
     if fmt == "csv":
         rows = [row for t in tables if t != 6 for row in table_rows(records, TABLES[t])]
         columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta"]
         out = pd.DataFrame(rows, columns=columns).to_csv(index=False)
-        return out + ("\n" + render_table6(records, fmt, with_paper) if 6 in tables and table6_rows(records) else "")
+        table6 = table6_rows(records) if 6 in tables else []
+        return out + ("\n" + pd.DataFrame(table6).to_csv(index=False) if table6 else "")
     raise UtabenchError(f"unknown table format {fmt!r}; choose markdown or csv")

@@ -13,11 +13,12 @@ from typing import Any, Dict
 
 import open_clip
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from utabench.backbones.openclip import _quiet_root_logger  # importing it also adds our open_clip model configs
 from utabench.harness.errors import UtabenchError
 from utabench.pretrain.data import PretrainImages
-from utabench.pretrain.distill import _STUDENT_MEAN_STD, _Normalize
+from utabench.pretrain.distill import _Normalize
 
 
 class ContrastiveRecipe:
@@ -32,8 +33,8 @@ class ContrastiveRecipe:
             self.module = open_clip.create_model(model, pretrained=None)
         self.model_name = model
         self.tokenizer = open_clip.get_tokenizer(model)
-        mean = getattr(self.module.visual, "image_mean", None) or _STUDENT_MEAN_STD[0]
-        std = getattr(self.module.visual, "image_std", None) or _STUDENT_MEAN_STD[1]
+        mean = getattr(self.module.visual, "image_mean", None) or OPENAI_DATASET_MEAN
+        std = getattr(self.module.visual, "image_std", None) or OPENAI_DATASET_STD
         self.norm = _Normalize(mean, std).to(device)
         self.loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rank, world_size=world_size)
         self.dataset = PretrainImages.from_config(cfg["data"], self.module.visual.image_size[0], int(cfg["seed"]),

@@ -83,7 +83,8 @@ def index_webdataset(pattern: str, need_captions: bool = False) -> List[Record]:
                     key, _, ext = name.partition(".")
                     folder = member.name[: -len(name)]
                     samples.setdefault(folder + key, {})[ext.lower()] = member
-                captions = {k: tar.extractfile(m["txt"]).read().decode("utf-8") for k, m in samples.items() if "txt" in m}
+                captions = {k: tar.extractfile(m["txt"]).read().decode("utf-8") for k, m in samples.items()
+                            if need_captions and "txt" in m}
         except tarfile.TarError as exc:
             raise UtabenchError(f"webdataset shard {shard} is not a readable (uncompressed) tar: {exc}") from None
         for key in sorted(samples):

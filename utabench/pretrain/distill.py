@@ -15,6 +15,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from utabench.backbones.base import Backbone
 from utabench.backbones.factory import build_backbone
@@ -27,7 +28,6 @@ from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import get_objective, objective_loss
 from utabench.pretrain.student import Student
 
-_STUDENT_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # OpenAI CLIP
 
 
 def normalization(backbone: Backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -76,7 +76,7 @@ class DistillRecipe:
         self.image_size = int(self.module.visual.patch_embed.img_size[0])
         self.teacher = (teacher or build_backbone(cfg["teacher"])).to(device)
         self.teacher_size = int(self.teacher.info.input_size)
-        self.student_norm = _Normalize(*_STUDENT_MEAN_STD).to(device)
+        self.student_norm = _Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(device)  # the `uta` transform's
         self.teacher_norm = _Normalize(*normalization(self.teacher)).to(device)
         self._check_teacher(device)
         self.text_state = release_text_state(self.teacher)
@@ -113,13 +113,17 @@ class DistillRecipe:
             raise UtabenchError(f"student config {self.module.model_name}: its `text` section does not match the "
                                 f"teacher's text tower ({exc})") from None
 
+    @torch.no_grad()
+    def teacher_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's joint-space tokens for a batch of student-size crops in [0, 1]."""
+        if self.teacher_size != self.image_size:
+            images = F.interpolate(images, size=self.teacher_size, mode="bicubic", align_corners=False)
+        return self.teacher.joint_tokens(self.teacher_norm(images))
+
     def loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         images = batch["image"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True) if "mask" in batch else None
-        with torch.no_grad():
-            teacher_in = images if self.teacher_size == self.image_size else F.interpolate(
-                images, size=self.teacher_size, mode="bicubic", align_corners=False)
-            target = self.teacher.joint_tokens(self.teacher_norm(teacher_in)).float()
+        target = self.teacher_tokens(images).float()
         x = self.student_norm(images)
         keep = None
         if self.objective.student_input == "kept":

@@ -24,11 +24,8 @@ def step_flops(recipe, batch_size: int, device: str = "cpu") -> Dict[str, float]
         with FlopCounterMode(display=False) as total_counter:
             loss = recipe.loss(module, batch, torch.device(device))
             loss.backward()
-        teacher_in = batch["image"].to(device)
-        if recipe.teacher_size != recipe.image_size:
-            teacher_in = torch.nn.functional.interpolate(teacher_in, size=recipe.teacher_size, mode="bicubic")
-        with FlopCounterMode(display=False) as teacher_counter, torch.no_grad():
-            recipe.teacher.joint_tokens(recipe.teacher_norm(teacher_in))
+        with FlopCounterMode(display=False) as teacher_counter:
+            recipe.teacher_tokens(batch["image"].to(device))
     module.zero_grad(set_to_none=True)
     module.train(was_training)
     total = float(total_counter.get_total_flops())
