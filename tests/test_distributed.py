@@ -84,5 +84,5 @@ def test_torchrun_pretraining_equals_single_process(tmp_path, world):
     one, two = load_file(tmp_path / "one" / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
     assert one.keys() == two.keys()
     for key in one:
-        assert torch.allclose(one[key], two[key], atol=1e-4), key  # weights move ~4e-3 in these 4 steps
+        assert torch.allclose(one[key], two[key], atol=1e-4), key  # the weights move up to 3e-3 in these 4 steps
     assert json.loads((tmp_path / "two" / "final.json").read_text())["steps"] == 4
