@@ -14,6 +14,13 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and alone, pinned, so that no later resolution can choose another build
 "${pip[@]}" -c constraints.txt "torch==2.13.0"
+# mmcv (for mmdet / mmseg) is published as source only; build it with its C++ ops against the torch just installed.
+# pip caches the built wheel, so a second set-up does not compile again. Flags: REFERENCE.md / the mmcv docs.
+if ! "$venv/bin/python" -c "import mmcv.ops" 2>/dev/null; then
+    "${pip[@]}" -c constraints.txt "setuptools>=77.0.3,<81" wheel ninja
+    MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" CFLAGS="-DNDEBUG -O3 -g0 -fwrapv" \
+        "${pip[@]}" -c constraints.txt --no-build-isolation --no-deps mmcv==2.1.0
+fi
 "${pip[@]}" -c constraints.txt -e ".[test]"
 "$venv/bin/python" -c "import utabench, torch; print('utabench set up with torch', torch.__version__)"
 echo "$want" > "$stamp"

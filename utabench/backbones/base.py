@@ -79,6 +79,10 @@ class Backbone(nn.Module):
         must give these."""
         raise NotApplicable(f"{self.spec.key} gives no per-token features in a joint image-text space")
 
+    def vision_tower(self) -> nn.Module:
+        """The ViT image tower itself (timm `Eva` or open_clip `VisionTransformer`), for dense prediction."""
+        raise NotApplicable(f"{self.spec.key} has no ViT image tower, so it cannot give dense features")
+
     def text_state(self) -> Dict[str, torch.Tensor]:
         """The tensors that determine `encode_text`; fingerprinted for the text-classifier cache."""
         raise NotApplicable(f"{self.spec.key} has no text tower")

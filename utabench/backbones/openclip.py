@@ -106,6 +106,10 @@ class OpenClipBackbone(Backbone):
     def text_state(self) -> Dict[str, torch.Tensor]:
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("visual.")}
 
+    def vision_tower(self) -> torch.nn.Module:
+        visual = self.model.visual
+        return visual.trunk if hasattr(visual, "trunk") else visual
+
     def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.model.visual
         if hasattr(visual, "trunk"):  # timm tower: trunk norm -> trunk head (if any) -> open_clip's head

@@ -49,6 +49,9 @@ class TimmImageBackbone(Backbone):
     def image_transform(self) -> Callable:
         return self._transform
 
+    def vision_tower(self) -> torch.nn.Module:
+        return self.trunk
+
     def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
         out = self.trunk.forward_intermediates(
             images, indices=resolve_blocks(blocks, self.info.depth), output_fmt="NLC",

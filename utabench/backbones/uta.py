@@ -112,6 +112,9 @@ class UtaBackbone(Backbone):
     def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual.head(self.visual.forward_features(images))
 
+    def vision_tower(self) -> torch.nn.Module:
+        return self.visual
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if self.teacher is not None:
             return self.teacher.tokenize(texts)

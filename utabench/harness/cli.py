@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--classnames", help="class names JSON for imagefolder")
     run.add_argument("--templates", help="templates file (JSON list or one per line, with {c})")
     run.add_argument("--annotations", help="annotation file for retrieval sets (default: the standard one)")
+    run.add_argument("--recipe", help="detection / segmentation: an mmdet / mmseg config (a name under "
+                     "utabench/configs/dense/ or a .py path; default: the paper's B or L recipe by backbone depth)")
+    run.add_argument("--eval-only", metavar="FINETUNED", help="detection / segmentation: evaluate this fine-tuned "
+                     "mmengine checkpoint instead of training")
+    run.add_argument("--iters", type=int, help="detection / segmentation: training iterations at the paper's batch "
+                     "(default: the recipe's)")
     run.add_argument("--paper", help="paper row to compare with: 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
     _add_run_settings(run)
 
@@ -75,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--seed", type=int, default=0)
     masks.add_argument("--out", default="mask_probability.png")
 
-    tables = sub.add_parser("tables", help="render Tables 1, 2 and 6 from a results directory")
+    tables = sub.add_parser("tables", help="render Tables 1, 2, 4, 5 and 6 from a results directory")
     tables.add_argument("--results", default=DEFAULT_RESULTS)
     tables.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    tables.add_argument("--table", type=int, action="append", help="1, 2 or 6 (default: all)")
+    tables.add_argument("--table", type=int, action="append", help="1, 2, 4, 5 or 6 (default: all)")
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
     return parser
 
@@ -117,7 +123,7 @@ def _parse_dataset(args) -> dict:
         raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
     type_, root = args.dataset.split(":", 1)
     entry = {"type": type_, "root": root, "name": args.dataset_name or type_}
-    for key in ("classes", "classnames", "templates", "annotations"):
+    for key in ("classes", "classnames", "templates", "annotations", "recipe", "eval_only", "iters"):
         if getattr(args, key):
             entry[key] = getattr(args, key)
     return entry
@@ -202,7 +208,7 @@ def cmd_tables(args) -> int:
     if not Path(args.results).is_dir():
         raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
                             "or pass --results DIR")
-    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2, 6)),
+    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2, 4, 5, 6)),
                             with_paper=not args.no_paper))
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -24,6 +25,7 @@ class RunContext:
     skip_corrupt: bool = False
     progress: bool = True
     dist: DistInfo = field(default_factory=DistInfo)
+    work_dir: Optional[Path] = None  # where a task that trains keeps its checkpoints and logs (set per job)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -8,7 +8,7 @@ so an interrupted run loses nothing that finished.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -44,6 +44,8 @@ def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], resu
         for task, datasets in tasks.items():
             TASKS.get(task)  # unknown task names fail here, listing the known ones
             for dataset in datasets:
+                if "backbones" in dataset and spec.key not in dataset["backbones"]:
+                    continue  # the dataset entry names the backbones it runs for
                 path = record_path(results, spec.key, task, dataset["name"])
                 jobs.append(Job(entry, spec.key, paper, pretrain, task, dataset, path))
     return jobs
@@ -108,8 +110,9 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
         for job in group:
             data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
             start = time.perf_counter()
+            job_ctx = replace(ctx, work_dir=job.path.parent / f"{job.path.stem}.work")
             try:
-                out, status, reason = TASKS.get(job.task)().run(backbone, data, ctx), "complete", ""
+                out, status, reason = TASKS.get(job.task)().run(backbone, data, job_ctx), "complete", ""
             except NotApplicable as exc:
                 out, status, reason = None, "not_applicable", str(exc)
             wall = time.perf_counter() - start

@@ -1,5 +1,6 @@
-"""Render result records as the paper's Tables 1 (zero-shot classification), 2 (zero-shot retrieval) and 6 (the
-pretraining-objective ablation, from backbones utabench pretrained).
+"""Render result records as the paper's Tables 1 (zero-shot classification), 2 (zero-shot retrieval), 4 (zero-shot
+IN-1K and ADE20K segmentation), 5 (COCO / LVIS detection) and 6 (the pretraining-objective ablation, from backbones
+utabench pretrained).
 
 Each backbone gives a row of our numbers; a backbone whose config names its paper row (`paper: {method, model,
 pairs}`) gets the published numbers and the difference beneath. The published tables are kept as data in
@@ -22,29 +23,41 @@ from utabench.harness.errors import UtabenchError
 class TableSpec:
     number: int
     title: str
-    task: str
     csv: str
-    columns: Tuple[Tuple[str, str, str], ...]  # (column label, dataset type, metric)
+    columns: Tuple[Tuple[str, str, str, str], ...]  # (column label, task, dataset type, metric)
     average: bool
     paper_model: Callable[[str], str]  # how a backbone's `paper.model` is spelled in this table
 
 
+_ZS = "zeroshot-classification"
 TABLE1 = TableSpec(
-    1, "Table 1: zero-shot classification, top-1 (%)", "zeroshot-classification", "paper_table1.csv",
-    (("IN-1K", "imagenet", "top1"), ("IN-A", "imagenet-a", "top1"), ("IN-R", "imagenet-r", "top1"),
-     ("IN-V2", "imagenet-v2", "top1"), ("IN-S", "imagenet-sketch", "top1"), ("ObjectNet", "objectnet", "top1")),
+    1, "Table 1: zero-shot classification, top-1 (%)", "paper_table1.csv",
+    tuple((label, _ZS, dataset, "top1") for label, dataset in (
+        ("IN-1K", "imagenet"), ("IN-A", "imagenet-a"), ("IN-R", "imagenet-r"), ("IN-V2", "imagenet-v2"),
+        ("IN-S", "imagenet-sketch"), ("ObjectNet", "objectnet"))),
     True, lambda model: model,
 )
 TABLE2 = TableSpec(
-    2, "Table 2: zero-shot retrieval, recall (%)", "retrieval", "paper_table2.csv",
-    tuple((f"{ds} {side} R@{k}", ds.lower(), f"{side}_r{k}") for side in ("text", "image")
+    2, "Table 2: zero-shot retrieval, recall (%)", "paper_table2.csv",
+    tuple((f"{ds} {side} R@{k}", "retrieval", ds.lower(), f"{side}_r{k}") for side in ("text", "image")
           for ds in ("Flickr30k", "COCO") for k in (1, 5, 10)),
     False, lambda model: model.split("/")[0],
 )
-TABLES = {1: TABLE1, 2: TABLE2}
+TABLE4 = TableSpec(
+    4, "Table 4: zero-shot ImageNet top-1 (%) and ADE20K segmentation mIoU (%, UperNet)", "paper_table4.csv",
+    (("IN-1K ZS", _ZS, "imagenet", "top1"), ("ADE20K mIoU", "segmentation", "ade20k", "mIoU")),
+    False, lambda model: model.split("/")[0],
+)
+TABLE5 = TableSpec(
+    5, "Table 5: detection and instance segmentation, AP (%, Cascade Mask R-CNN)", "paper_table5.csv",
+    (("COCO APbox", "detection", "coco", "box_ap"), ("COCO APmask", "detection", "coco", "mask_ap"),
+     ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap")),
+    False, lambda model: model.split("/")[0],
+)
+TABLES = {1: TABLE1, 2: TABLE2, 4: TABLE4, 5: TABLE5}
 TABLE6_TITLE = "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)"
 _OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA", "clip": "CLIP (teacher)"}
-_ZS_SETS = [dataset for _, dataset, _ in TABLE1.columns]
+_ZS_SETS = [dataset for _, _, dataset, _ in TABLE1.columns]
 
 
 def published_table(csv: str) -> pd.DataFrame:
@@ -69,8 +82,9 @@ def _paper_row(spec: TableSpec, paper: Optional[dict], published: pd.DataFrame) 
     if not isinstance(paper, dict):
         return None
     model = spec.paper_model(str(paper.get("model", "")))
-    hit = published[(published.method == paper.get("method")) & (published.model == model)
-                    & (published.pairs == str(paper.get("pairs")))]
+    hit = published[(published.method == paper.get("method")) & (published.model == model)]
+    if "pairs" in published:
+        hit = hit[hit.pairs == str(paper.get("pairs"))]
     return hit.iloc[0] if len(hit) else None
 
 
@@ -88,12 +102,13 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
         return []
     published = paper_table(spec)
     rows = []
-    mine = records[records.task == spec.task]
-    for backbone, group in mine.groupby("backbone", sort=True):
+    tasks = {task for _, task, _, _ in spec.columns}
+    shown = set(records[records.task.isin(tasks - {_ZS} if len(tasks) > 1 else tasks)].backbone)
+    for backbone, group in records[records.backbone.isin(shown)].groupby("backbone", sort=True):
         ref = _paper_row(spec, _paper_of(group), published)
         values = {}
-        for label, dataset_type, metric in spec.columns:
-            hit = group[group.dataset_type == dataset_type]
+        for label, task, dataset_type, metric in spec.columns:
+            hit = group[(group.task == task) & (group.dataset_type == dataset_type)]
             if hit.empty:
                 values[label] = None
             elif hit.iloc[0].status == "not_applicable":
@@ -107,7 +122,8 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
             theirs = float(ref[label]) if ref is not None else None
             delta = ours - theirs if isinstance(ours, float) and theirs is not None else None
             rows.append({"table": spec.number, "backbone": backbone,
-                         "paper_row": " ".join(str(ref[k]) for k in ("method", "model", "pairs")) if ref is not None else "",
+                         "paper_row": " ".join(str(ref[k]) for k in ("method", "model", "pairs") if k in ref)
+                         if ref is not None else "",
                          "column": label, "ours": ours, "paper": theirs, "delta": delta})
     return rows
 
@@ -185,10 +201,10 @@ def render_table6(records: pd.DataFrame, with_paper: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 6), with_paper: bool = True) -> str:
+def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 4, 5, 6), with_paper: bool = True) -> str:
     unknown = [t for t in tables if t not in TABLES and t != 6]
     if unknown:
-        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1, 2 and 6")
+        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1, 2, 4, 5 and 6")
     if fmt == "markdown":
         return "\n".join(render_markdown(records, TABLES[t], with_paper) if t != 6 else
                          render_table6(records, with_paper) for t in tables)

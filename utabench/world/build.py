@@ -6,7 +6,9 @@ cartoon and pixel-art renditions for -R (8 of the 10 classes, like R's 200 of 10
 (another 8), unusual backgrounds and poses for ObjectNet (8 mapped folders plus one unmapped, like ObjectNet's 113
 of 313), and multi-object captioned scenes in Karpathy-split files for Flickr30k and COCO. For pretraining it adds
 an ImageFolder train split (`imagenet/train`, images only, for the students) and image-caption pairs as webdataset
-shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher).
+shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher). For dense
+transfer it adds COCO 2017 instances (boxes and masks), an LVIS v1 set with a long-tailed category frequency and an
+ADE20K-style segmentation set (see `dense.py`).
 Generation is seeded and written into a temporary directory that is renamed into place when complete.
 """
 
@@ -22,18 +24,22 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from utabench.world.dense import write_detection_sets, write_segmentation_set
 from utabench.world.scene import SHAPES, BACKGROUNDS, Scene, render, sample_object
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 IMAGE_SIZE = (80, 64)
 DEFAULT_COUNTS = {"val": 20, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectnet": 10, "flickr30k": 100,
-                  "coco": 150, "train": 300, "pairs": 6000}
+                  "coco": 150, "train": 300, "pairs": 6000, "det_train": 400, "det_val": 100,
+                  "seg_train": 400, "seg_val": 100}
 PAIRS_PER_SHARD = 1000
 A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
 R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
 OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
 _STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco",
-                                                 "train", "pairs"])}
+                                                 "train", "pairs", "coco_train2017", "coco_val2017",
+                                                 "lvis_train2017", "lvis_val2017", "ade_training",
+                                                 "ade_validation"])}
 
 
 def world_wnids() -> List[str]:
@@ -204,6 +210,11 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
         _train_split(root, seed, counts["train"])
     if counts["pairs"]:
         _pairs(root, seed, counts["pairs"])
+    stream_rng = lambda stream, index: _rng(seed, stream, index)  # noqa: E731
+    if counts["det_train"]:
+        write_detection_sets(root, stream_rng, counts)
+    if counts["seg_train"]:
+        write_segmentation_set(root, stream_rng, counts)
     return root
 
 

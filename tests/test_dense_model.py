@@ -1,0 +1,152 @@
+"""The dense adapter against references: UtabenchViT equals the tower run with CLS and out-of-window keys masked;
+patch-size conversion; layer-wise lr decay groups; the federated loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import utabench.dense  # noqa: F401  (registers the modules)
+from utabench.backbones.factory import build_backbone
+from utabench.dense.federated_loss import FederatedSigmoidLoss
+from utabench.dense.patch_size import convert_patch_size, resize_patch_kernel
+from utabench.dense.vit import UtabenchViT
+
+
+def _allowed(grid: int, window: int, global_block: bool) -> torch.Tensor:
+    """(1 + N, 1 + N) True where a query may attend a key: CLS is never a key for patches; windows when local."""
+    n = grid * grid
+    ys, xs = torch.div(torch.arange(n), grid, rounding_mode="floor"), torch.arange(n) % grid
+    win = (ys // window) * (grid // window) + xs // window if window else torch.zeros(n, dtype=torch.long)
+    allowed = torch.ones(n + 1, n + 1, dtype=torch.bool)
+    allowed[1:, 0] = False
+    if window and not global_block:
+        allowed[1:, 1:] = win[:, None] == win[None, :]
+    return allowed
+
+
+def _window_rope(eva, grid: int, window: int) -> torch.Tensor:
+    """Each token gets the RoPE of its position inside its window (EVA-02 / ViTDet: RoPE of the window grid)."""
+    from timm.layers import RotaryEmbeddingCat
+
+    table = RotaryEmbeddingCat(eva.rope.dim, in_pixels=False, feat_shape=[window, window],
+                               ref_feat_shape=eva.rope.ref_feat_shape).get_embed()
+    ys, xs = torch.div(torch.arange(grid * grid), grid, rounding_mode="floor"), torch.arange(grid * grid) % grid
+    return table[(ys % window) * window + xs % window]
+
+
+def _reference_eva(eva, images, window, global_blocks):
+    x = eva.patch_embed(images)
+    x, rope = eva._pos_embed(x)
+    grid = eva.patch_embed.grid_size[0]
+    local_rope = _window_rope(eva, grid, window) if window else rope
+    outs = []
+    for i, block in enumerate(eva.blocks):
+        block_rope = rope if i in global_blocks else local_rope
+        x = block(x, rope=block_rope, attn_mask=_allowed(grid, window, i in global_blocks))
+        outs.append(x[:, 1:])
+    return outs
+
+
+def _reference_clip(visual, images, window, global_blocks):
+    x = visual._embeds(images)
+    grid = visual.grid_size[0]
+    outs = []
+    for i, block in enumerate(visual.transformer.resblocks):
+        mask = torch.zeros(grid * grid + 1, grid * grid + 1)
+        mask[~_allowed(grid, window, i in global_blocks)] = float("-inf")
+        x = block(x, attn_mask=mask)
+        outs.append(x[:, 1:])
+    return outs
+
+
+@pytest.mark.parametrize("spec,reference", [("uta:tiny", "eva"), ("clip:utabench-clip-tiny", "clip")])
+@pytest.mark.parametrize("window", [0, 4])
+def test_dense_vit_equals_masked_tower(spec, reference, window):
+    torch.manual_seed(0)
+    dense = UtabenchViT({"spec": spec}, out_indices=[0, 1, 2, 3], window_size=window, global_blocks=[1, 3]).eval()
+    tower = build_backbone(spec).vision_tower()
+    size = tower.patch_embed.img_size[0] if reference == "eva" else tower.image_size[0]
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ours = dense(images)
+        ref = (_reference_eva if reference == "eva" else _reference_clip)(tower, images, window, {1, 3})
+    grid = ours[0].shape[-1]
+    for mine, theirs in zip(ours, ref):
+        torch.testing.assert_close(mine.flatten(2).transpose(1, 2), theirs, atol=2e-5, rtol=1e-4)
+    assert grid * grid == ref[0].shape[1]
+
+
+def test_dense_vit_other_sizes_pad_windows_and_resize_embeddings():
+    dense = UtabenchViT("uta:tiny", out_indices=[-1], window_size=4, global_blocks=[3]).eval()
+    with torch.no_grad():
+        out = dense(torch.randn(1, 3, 56, 72))  # 7 x 9 grid: windows padded to 8 x 12
+    assert out[0].shape == (1, 64, 7, 9)
+    assert torch.isfinite(out[0]).all()
+
+
+def test_patch_14_to_16_conversion():
+    kernel = torch.ones(4, 3, 14, 14)
+    resized = resize_patch_kernel(kernel, 16)
+    assert resized.shape == (4, 3, 16, 16)
+    torch.testing.assert_close(resized, torch.ones_like(resized))  # bicubic keeps a constant kernel constant
+    state = {"visual.patch_embed.proj.weight": torch.randn(8, 3, 14, 14), "visual.pos_embed": torch.randn(1, 1 + 256, 8),
+             "visual.rope.freqs_cos": torch.randn(256, 4), "visual.cls_token": torch.randn(1, 1, 8)}
+    out = convert_patch_size(state, 16, 224)
+    assert out["visual.patch_embed.proj.weight"].shape == (8, 3, 16, 16)
+    assert out["visual.pos_embed"].shape == (1, 1 + 196, 8)
+    torch.testing.assert_close(out["visual.pos_embed"][:, 0], state["visual.pos_embed"][:, 0])
+    assert "visual.rope.freqs_cos" not in out and "visual.cls_token" in out
+
+
+def test_dense_vit_converts_its_patch_size():
+    dense = UtabenchViT("uta:tiny", patch_size=16).eval()  # tiny is patch 8 at 64 px: 8x8 grid -> 4x4
+    assert dense.patch_size == 16 and tuple(dense.trunk.pos_embed.shape[1:3]) == (4, 4)
+    with torch.no_grad():
+        assert dense(torch.randn(1, 3, 64, 64))[0].shape == (1, 64, 4, 4)
+
+
+def test_layer_decay_groups():
+    from mmengine.optim import build_optim_wrapper
+    from torch import nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = UtabenchViT("uta:tiny")
+            self.head = nn.Linear(64, 3)
+
+    model = Model()
+    wrapper = build_optim_wrapper(model, dict(
+        type="OptimWrapper", constructor="LayerDecayConstructor", paramwise_cfg=dict(layer_decay_rate=0.5),
+        optimizer=dict(type="AdamW", lr=1.0, weight_decay=0.1)))
+    lr_of, wd_of = {}, {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in wrapper.optimizer.param_groups:
+        for p in group["params"]:
+            lr_of[names[id(p)]], wd_of[names[id(p)]] = group["lr"], group["weight_decay"]
+    assert len(lr_of) == len(names)
+    assert lr_of["backbone.trunk.proj.weight"] == pytest.approx(0.5 ** 5)  # embeddings: layer 0 of 4 blocks
+    assert lr_of["backbone.trunk.blocks.0.attn.q_proj.weight"] == pytest.approx(0.5 ** 4)
+    assert lr_of["backbone.trunk.blocks.3.mlp.fc2.weight"] == pytest.approx(0.5 ** 1)
+    assert lr_of["head.weight"] == 1.0
+    assert wd_of["head.weight"] == 0.1 and wd_of["head.bias"] == 0.0 and wd_of["backbone.trunk.pos_embed"] == 0.0
+
+
+def test_federated_loss_scores_ground_truth_and_sampled_classes():
+    torch.manual_seed(0)
+    loss = FederatedSigmoidLoss(num_classes=6, class_image_counts=[100, 50, 10, 5, 1, 0], num_sampled=3)
+    labels = torch.tensor([1, 1, 6, 6])  # 6 = background
+    classes = loss.scored_classes(labels)
+    assert 1 in classes.tolist() and len(classes) == 3 and 5 not in classes.tolist()  # count 0 is never sampled
+    scores = torch.randn(4, 6)
+    torch.manual_seed(1)
+    value = loss(scores, labels)
+    torch.manual_seed(1)
+    mask = torch.zeros(6)
+    mask[loss.scored_classes(labels)] = 1
+    target = F.one_hot(labels, 7)[:, :6].float()
+    expected = (F.binary_cross_entropy_with_logits(scores, target, reduction="none") * mask).sum() / 4
+    torch.testing.assert_close(value, expected)
+    assert loss.get_activation(scores).shape == (4, 7)

@@ -1,0 +1,92 @@
+"""Detection (COCO, LVIS) and segmentation (ADE20K) end to end on the small world through the CLI, evaluation of a
+fine-tuned checkpoint, and the bad inputs of dense transfer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from utabench.harness.cli import main
+from utabench.harness.store import load_results, read_record
+
+RUNS = [("detection", "coco", "cascade_mask_rcnn_world_coco", ("box_ap", "mask_ap")),
+        ("detection", "lvis", "cascade_mask_rcnn_world_lvis", ("box_ap", "mask_ap")),
+        ("segmentation", "ade20k", "upernet_world_ade20k", ("mIoU",))]
+
+
+def _run(world, results, task, dtype, recipe, *extra, backbone="uta:tiny"):
+    return main(["run", task, "--backbone", backbone, "--dataset", f"{dtype}:{world / dtype}", "--recipe", recipe,
+                 "--iters", "2", "--results", str(results), "--threads", "2", "--no-progress", *extra])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,dtype,recipe,keys", RUNS)
+def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtype, recipe, keys):
+    assert _run(world, tmp_path / "r", task, dtype, recipe) == 0
+    record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json")
+    assert record["status"] == "complete" and all(k in record["metrics"] for k in keys)
+    details = record["provenance"]["task_details"]
+    assert details["schedule"]["iters"] == 2 and details["finetuned_checkpoint"].endswith("iter_2.pth")
+    assert record["provenance"]["dataset"]["num_images"] == 4
+    # the fine-tuned checkpoint evaluates to the same numbers
+    assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
+    again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")
+    assert again["metrics"] == record["metrics"]
+    assert not load_results(tmp_path / "r").empty
+
+
+def test_missing_annotations(world, tmp_path, capsys):
+    root = tmp_path / "coco"
+    shutil.copytree(world / "coco", root)
+    (root / "annotations" / "instances_val2017.json").unlink()
+    code = main(["run", "detection", "--backbone", "uta:tiny", "--dataset", f"coco:{root}", "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "instances_val2017.json not found" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_category_mismatch(world, tmp_path, capsys):
+    root = tmp_path / "coco"
+    shutil.copytree(world / "coco", root)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"instances_{split}2017.json"
+        data = json.loads(path.read_text())
+        data["categories"][0]["name"] = "person"
+        path.write_text(json.dumps(data))
+    code = _run(root.parent, tmp_path / "r", "detection", "coco", "cascade_mask_rcnn_world_coco")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "10 categories (person, square" in err[-1] and "expects 10 (circle, square" in err[-1]
+
+
+def test_backbone_without_dense_features(world, tmp_path, capsys):
+    from utabench.backbones.base import Backbone, BackboneInfo
+    from utabench.harness.registry import BACKBONES
+
+    class TextOnly(Backbone):
+        def __init__(self, spec):
+            super().__init__()
+            self.info = BackboneInfo("text-only", spec.model, 0, 16, 224, 64, 2, 64, 0, True, "none")
+
+        def image_transform(self):
+            from torchvision import transforms
+
+            return transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
+
+    if "text-only" not in BACKBONES.names():
+        BACKBONES.register("text-only")(TextOnly)
+    code = _run(world, tmp_path / "r", "segmentation", "ade20k", "upernet_world_ade20k", backbone="text-only:x")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "text-only:x cannot give dense features" in err[-1] and "no ViT image tower" in err[-1]
+
+
+def test_patch_size_the_pyramid_cannot_use(world, tmp_path, capsys):
+    config = json.loads((__import__("utabench").backbones.uta.CONFIG_DIR / "tiny.json").read_text())
+    config["vision"].update(image_size=48, patch_size=12, pt_seq_len=4)
+    path = tmp_path / "patch12.json"
+    path.write_text(json.dumps(config))
+    code = _run(world, tmp_path / "r", "detection", "coco", "cascade_mask_rcnn_world_coco", backbone=f"uta:{path}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "patch size 12 gives feature strides 6, 12, 24" in err[-1]
+    assert not list((tmp_path / "r").glob("*/*/*.json"))

@@ -1,0 +1,124 @@
+"""Dense-prediction sets in their standard layouts: COCO 2017 instances, LVIS v1, ADE20K.
+
+COCO: ROOT/annotations/instances_{train,val}2017.json + ROOT/{train,val}2017/. LVIS v1: ROOT/annotations/
+lvis_v1_{train,val}.json, images addressed by `coco_url` under ROOT/{train,val}2017/ (link or copy COCO's image
+folders there). ADE20K: ROOT (ADEChallengeData2016) with images/{training,validation}/*.jpg and
+annotations/{training,validation}/*.png; class names from ROOT/objectInfo150.csv when present. The training split
+is only required when a task trains (not with `eval_only`). Loading reads the annotation files once to check them
+and to take the category list (and LVIS's per-category image counts, for the federated loss).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import DATASETS
+
+
+@dataclass
+class DenseSet:
+    name: str
+    type: str
+    root: Path
+    classes: List[str]
+    train_ann: Optional[Path]  # None when only evaluating
+    val_ann: Optional[Path]
+    fingerprint: str
+    options: Dict[str, Any] = field(default_factory=dict)  # the task's keys of the dataset entry (recipe, ...)
+    class_image_counts: Optional[List[int]] = None
+
+
+def _root(cfg: Dict[str, Any], layout: str) -> Path:
+    root = cfg.get("root")
+    if not root or not Path(root).expanduser().is_dir():
+        raise UtabenchError(f"dataset root {root} does not exist; expected {layout}")
+    return Path(root).expanduser()
+
+
+def _need(path: Path, layout: str) -> Path:
+    if not path.exists():
+        raise UtabenchError(f"{path} not found; expected {layout}")
+    return path
+
+
+def _categories(path: Path, layout: str) -> List[Dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+            raise TypeError("images / annotations must be lists")
+        return categories
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UtabenchError(f"{path} is not an instances annotation file ({exc}); expected {layout}") from None
+
+
+def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: str) -> DenseSet:
+    root = _root(cfg, layout)
+    eval_only = bool(cfg.get("eval_only"))
+    anns = {split: (_need(root / rel, layout) if split == "val" or not eval_only else None)
+            for split, rel in files.items()}
+    for split in ("val",) if eval_only else ("train", "val"):
+        _need(root / f"{split}2017", layout)
+    val_categories = _categories(anns["val"], layout)
+    counts = None
+    if anns["train"] is not None:
+        train_categories = _categories(anns["train"], layout)
+        if [c["name"] for c in train_categories] != [c["name"] for c in val_categories]:
+            raise UtabenchError(f"{anns['train']} and {anns['val']} list different categories; expected one list")
+        if kind == "lvis":
+            counts = [int(c.get("image_count", 0)) for c in train_categories]
+    digest = hashlib.sha256()
+    for path in anns.values():
+        if path is not None:
+            digest.update(path.name.encode() + str(path.stat().st_size).encode())
+    return DenseSet(name=cfg.get("name", kind), type=cfg["type"], root=root,
+                    classes=[c["name"] for c in val_categories], train_ann=anns["train"], val_ann=anns["val"],
+                    fingerprint=digest.hexdigest(), options=dict(cfg), class_image_counts=counts)
+
+
+@DATASETS.register("coco-instances", help="COCO 2017 instances (`coco:` for detection): ROOT/annotations/instances_*2017.json + {train,val}2017/")
+def load_coco_instances(cfg: Dict[str, Any]) -> DenseSet:
+    layout = "ROOT/annotations/instances_{train,val}2017.json and the images in ROOT/{train,val}2017/"
+    return _instances(cfg, "coco", {"train": "annotations/instances_train2017.json",
+                                    "val": "annotations/instances_val2017.json"}, layout)
+
+
+@DATASETS.register("lvis", help="LVIS v1: ROOT/annotations/lvis_v1_{train,val}.json + COCO images in ROOT/{train,val}2017/")
+def load_lvis(cfg: Dict[str, Any]) -> DenseSet:
+    layout = "ROOT/annotations/lvis_v1_{train,val}.json and the COCO 2017 images in ROOT/{train,val}2017/"
+    return _instances(cfg, "lvis", {"train": "annotations/lvis_v1_train.json",
+                                    "val": "annotations/lvis_v1_val.json"}, layout)
+
+
+def _ade_classes(root: Path) -> List[str]:
+    info = root / "objectInfo150.csv"
+    if not info.is_file():
+        from mmseg.datasets import ADE20KDataset
+
+        return list(ADE20KDataset.METAINFO["classes"])
+    with info.open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if "\t" in info.read_text().splitlines()[0] else ","))
+    return [row["Name"].split(";")[0].strip() for row in rows]
+
+
+@DATASETS.register("ade20k", help="ADE20K (ADEChallengeData2016): ROOT/images/{training,validation}/ + ROOT/annotations/...")
+def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
+    layout = "ROOT/images/{training,validation}/*.jpg and ROOT/annotations/{training,validation}/*.png"
+    root = _root(cfg, layout)
+    splits = ("validation",) if cfg.get("eval_only") else ("training", "validation")
+    digest = hashlib.sha256()
+    for split in splits:
+        images = sorted(p.stem for p in _need(root / "images" / split, layout).glob("*.jpg"))
+        labels = sorted(p.stem for p in _need(root / "annotations" / split, layout).glob("*.png"))
+        if not images or images != labels:
+            raise UtabenchError(f"{root}/images/{split} and annotations/{split} must hold the same non-empty set of "
+                                f"names ({len(images)} images, {len(labels)} label maps); expected {layout}")
+        digest.update(f"{split}:{len(images)}:{images[0]}:{images[-1]}".encode())
+    return DenseSet(name=cfg.get("name", "ade20k"), type=cfg["type"], root=root, classes=_ade_classes(root),
+                    train_ann=None, val_ann=None, fingerprint=digest.hexdigest(), options=dict(cfg))

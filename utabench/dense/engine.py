@@ -1,0 +1,93 @@
+"""Run a filled recipe with mmengine's Runner: fine-tune (resuming from the work directory's last checkpoint after an
+interruption), then test; or test a fine-tuned checkpoint only.
+
+mmengine reads checkpoints with `torch.load`, whose default on current torch is `weights_only=True`. mmengine's own
+checkpoints would also hold its message hub's HistoryBuffer objects (numpy arrays and bound methods, which need
+arbitrary unpickling); `PlainHistoryHook` stores them as plain lists instead and rebuilds them on load, so every
+checkpoint utabench writes loads with `weights_only=True` and nothing else is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def make_history_hook():
+    """A hook (built lazily: mmengine is imported only for dense tasks) that keeps checkpoints weights-only."""
+    from mmengine.hooks import Hook
+    from mmengine.logging import HistoryBuffer
+
+    class PlainHistoryHook(Hook):
+        priority = "VERY_LOW"
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            hub = checkpoint.get("message_hub", {})
+            hub["log_scalars"] = {name: {"history": buf._log_history.tolist(), "counts": buf._count_history.tolist(),
+                                         "max_length": buf.max_length}
+                                  for name, buf in hub.get("log_scalars", {}).items()}
+            hub["runtime_info"] = _plain(hub.get("runtime_info", {}))
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            hub = checkpoint.get("message_hub", {})
+            hub["log_scalars"] = {name: HistoryBuffer(np.asarray(v["history"]), np.asarray(v["counts"]),
+                                                      v["max_length"]) if isinstance(v, dict) else v
+                                  for name, v in hub.get("log_scalars", {}).items()}
+
+    return PlainHistoryHook()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """mmengine logs at INFO to the root logger and its own; keep a run's console to warnings."""
+    loggers = [logging.getLogger(), logging.getLogger("mmengine")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def last_checkpoint(work_dir: Path) -> Optional[Path]:
+    marker = Path(work_dir) / "last_checkpoint"
+    if marker.is_file():
+        path = Path(marker.read_text().strip())
+        if path.is_file():
+            return path
+    return None
+
+
+def train_and_test(cfg, finetuned: Optional[str] = None) -> Dict[str, float]:
+    """Fine-tune unless `finetuned` is given (then load it and only test); return the test metrics."""
+    from mmengine.runner import Runner
+
+    with _quiet():
+        if finetuned:
+            cfg.load_from = str(finetuned)
+            cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
+            runner = Runner.from_cfg(cfg)
+            return dict(runner.test())
+        resume_from = last_checkpoint(Path(cfg.work_dir))
+        cfg.resume = resume_from is not None
+        cfg.load_from = str(resume_from) if resume_from else None
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(make_history_hook())
+        runner.train()
+        return dict(runner.test())

@@ -1,0 +1,172 @@
+"""From a recipe (an mmdet / mmseg config under `utabench/configs/dense/`, or the user's) to the config of one run.
+
+utabench fills in the backbone, the dataset root and annotation files, the class list (checked against the
+annotations: a mismatch stops the run), the heads' class counts, the LVIS class frequencies of the federated loss,
+the image normalisation of the backbone, and rescales the schedule to the user's GPUs: the recipe's iterations,
+warm-up and steps are for `paper_batch_size` images per step; with B = per-GPU batch x GPUs, iterations are
+multiplied by paper_batch_size / B and the learning rate by B / paper_batch_size (mmengine's auto_scale_lr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from utabench.harness.errors import UtabenchError
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "dense"
+SCHEDULE_KEYS = ("begin", "end")
+
+
+def recipe_path(name: str) -> Path:
+    path = Path(name) if name.endswith(".py") else RECIPE_DIR / f"{name}.py"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.py")))
+        raise UtabenchError(f"unknown dense recipe {name!r}; known: {known} (or a path to an mmengine .py config)")
+    return path
+
+
+def default_recipe(kind: str, depth: int) -> str:
+    """The paper's recipe for a dataset kind (coco, lvis, ade20k) and a backbone depth (<= 12: B, else L)."""
+    size = "b" if depth <= 12 else "l"
+    return f"upernet_vit_{size}_ade20k" if kind == "ade20k" else f"cascade_mask_rcnn_vit_{size}_{kind}"
+
+
+def load_recipe(name: str):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(recipe_path(name)))
+
+
+def standard_classes(kind: str) -> List[str]:
+    if kind == "ade20k":
+        from mmseg.datasets import ADE20KDataset
+
+        return list(ADE20KDataset.METAINFO["classes"])
+    from mmdet.datasets import CocoDataset, LVISV1Dataset
+
+    return list((LVISV1Dataset if kind == "lvis" else CocoDataset).METAINFO["classes"])
+
+
+def recipe_classes(cfg, kind: str) -> List[str]:
+    """The recipe's `classes` (a list, or absent: the standard list of the dataset kind)."""
+    return list(cfg.get("classes") or standard_classes(kind))
+
+
+def check_classes(data_classes: List[str], expected: List[str], source: str, recipe: str) -> None:
+    if list(data_classes) != list(expected):
+        def show(names):
+            return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+        raise UtabenchError(
+            f"{source} has {len(data_classes)} categories ({show(data_classes)}) but recipe {recipe} expects "
+            f"{len(expected)} ({show(expected)}); use a recipe whose `classes` match the annotations"
+        )
+
+
+def _datasets(loader) -> List[Any]:
+    """The innermost dataset configs of a dataloader (through wrappers such as ClassBalancedDataset)."""
+    dataset = loader["dataset"]
+    while "dataset" in dataset:
+        dataset = dataset["dataset"]
+    return [dataset]
+
+
+def _set_num_classes(node, n: int) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "num_classes":
+                node[key] = n
+            else:
+                _set_num_classes(value, n)
+    elif isinstance(node, list):
+        for value in node:
+            _set_num_classes(value, n)
+
+
+def _fill_federated(node, counts: Optional[List[int]]) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "FederatedSigmoidLoss":
+            if counts is None:
+                raise UtabenchError("the federated loss needs the training annotations' per-category image counts "
+                                    "(LVIS `image_count`)")
+            node["class_image_counts"] = list(counts)
+        for value in node.values():
+            _fill_federated(value, counts)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_federated(value, counts)
+
+
+def scale_schedule(cfg, gpus: int) -> Dict[str, float]:
+    """Rescale iterations (and everything counted in them) and the lr to `gpus` x the per-GPU batch."""
+    per_gpu = int(cfg.train_dataloader.batch_size)
+    paper = int(cfg.get("paper_batch_size", per_gpu * gpus))
+    factor = paper / (per_gpu * gpus)
+
+    def scaled(value):
+        return max(1, int(round(value * factor)))
+
+    iters = scaled(cfg.train_cfg.max_iters)
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    for sched in cfg.param_scheduler:
+        for key in SCHEDULE_KEYS:
+            if key in sched:
+                sched[key] = min(scaled(sched[key]), iters) if sched[key] else 0
+        if "milestones" in sched:
+            sched["milestones"] = [scaled(m) for m in sched["milestones"]]
+    checkpoint = cfg.default_hooks.get("checkpoint")
+    if checkpoint is not None:
+        checkpoint["interval"] = min(scaled(checkpoint["interval"]), iters)
+    cfg.auto_scale_lr = dict(enable=True, base_batch_size=paper)
+    return {"per_gpu_batch": per_gpu, "gpus": gpus, "batch": per_gpu * gpus, "paper_batch": paper,
+            "iters": iters, "lr_scale": 1 / factor}
+
+
+def set_iterations(cfg, iters: int) -> None:
+    """Shorten (or lengthen) a run to `iters` iterations, keeping the schedule's proportions."""
+    factor = iters / cfg.train_cfg.max_iters
+    for sched in cfg.param_scheduler:
+        for key in SCHEDULE_KEYS:
+            if key in sched and sched[key]:
+                sched[key] = min(iters, max(1, int(round(sched[key] * factor))))
+        if "milestones" in sched:
+            sched["milestones"] = [max(1, int(round(m * factor))) for m in sched["milestones"]]
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    if cfg.default_hooks.get("checkpoint") is not None:
+        cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
+
+
+def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], data, mean_std, work_dir: Path,
+                gpus: int, workers: int, iters: Optional[int] = None) -> Dict[str, float]:
+    """Complete `cfg` in place for one run; returns the schedule actually used."""
+    classes = recipe_classes(cfg, kind)
+    check_classes(data.classes, classes, str(data.val_ann or data.root), recipe)
+    cfg.model.backbone.backbone = backbone_entry
+    mean, std = mean_std
+    cfg.model.data_preprocessor.mean = [255.0 * m for m in mean]
+    cfg.model.data_preprocessor.std = [255.0 * s for s in std]
+    _set_num_classes(cfg.model, len(classes))
+    counts = data.class_image_counts
+    if counts is None and data.options.get("eval_only"):
+        counts = [1] * len(classes)  # the frequencies only steer training's class sampling
+    _fill_federated(cfg.model, counts)
+    for loader_name in ("train_dataloader", "test_dataloader"):
+        loader = cfg.get(loader_name)
+        loader.num_workers = workers
+        loader.persistent_workers = False
+        for dataset in _datasets(loader):
+            dataset["data_root"] = str(data.root)
+            dataset["metainfo"] = dict(classes=tuple(classes))
+    if data.val_ann is not None:
+        cfg.test_evaluator.ann_file = str(data.val_ann)
+    if iters:
+        set_iterations(cfg, int(iters))
+    schedule = scale_schedule(cfg, gpus)
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = "pytorch" if gpus > 1 else "none"
+    cfg.randomness = dict(seed=int(data.options.get("seed", 0)), deterministic=False)
+    cfg.val_dataloader, cfg.val_evaluator, cfg.val_cfg = None, None, None
+    return schedule

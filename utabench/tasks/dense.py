@@ -1,0 +1,83 @@
+"""What detection and segmentation share: fine-tune a registered backbone with a recipe through mmengine, then
+evaluate with the framework's metric (or evaluate a fine-tuned checkpoint only), and report the metrics in %.
+
+Dataset-entry keys read here: `recipe` (a name under utabench/configs/dense/ or a .py path; default: the paper's B
+or L recipe by the backbone's depth), `eval_only` (a fine-tuned mmengine checkpoint), `iters` (override the
+recipe's iteration count, at the paper's batch size), `seed`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, Tuple
+
+from utabench.harness.errors import UtabenchError
+from utabench.tasks.base import Task, TaskOutput
+
+
+def backbone_entry(backbone) -> Dict:
+    spec = backbone.spec
+    entry = {"spec": f"{spec.family}:{spec.model}", **spec.options}
+    if spec.checkpoint:
+        entry["checkpoint"] = spec.checkpoint
+    return entry
+
+
+def normalisation(backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The mean / std of the backbone's own eval transform."""
+    for step in getattr(backbone.image_transform(), "transforms", []):
+        if type(step).__name__ == "Normalize":
+            return tuple(float(m) for m in step.mean), tuple(float(s) for s in step.std)
+    raise UtabenchError(f"{backbone.spec.key}: its image transform has no Normalize step to take mean/std from")
+
+
+class DenseTask(Task):
+    kind_of_type: Dict[str, str] = {}  # dataset type -> coco / lvis / ade20k
+    dataset_aliases: Dict[str, str] = {}
+
+    def load(self, dataset_cfg):
+        cfg = dict(dataset_cfg)
+        cfg["type"] = self.dataset_aliases.get(cfg.get("type"), cfg.get("type"))
+        return super().load(cfg)
+
+    def metrics(self, raw: Dict[str, float], kind: str) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def check_backbone(self, cfg, backbone) -> None:
+        """Refuse, before training, what the recipe's neck cannot use."""
+
+    def run(self, backbone, data, ctx) -> TaskOutput:
+        from utabench.dense.engine import train_and_test
+        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe
+
+        if ctx.work_dir is None:
+            raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
+        kind = self.kind_of_type[data.type]
+        recipe = str(data.options.get("recipe") or default_recipe(kind, backbone.info.depth))
+        cfg = load_recipe(recipe)
+        schedule = fill_recipe(cfg, recipe, kind, backbone_entry(backbone), data, normalisation(backbone),
+                               ctx.work_dir, ctx.dist.world_size, ctx.workers, data.options.get("iters"))
+        self.check_backbone(cfg, backbone)
+        finetuned = data.options.get("eval_only")
+        start = time.perf_counter()
+        raw = train_and_test(cfg, finetuned=finetuned)
+        details = {"recipe": recipe, "schedule": schedule if not finetuned else None,
+                   "finetuned_checkpoint": str(finetuned) if finetuned else _final_checkpoint(ctx.work_dir),
+                   "work_dir": str(ctx.work_dir), "num_classes": len(data.classes), "raw_metrics": raw}
+        return TaskOutput(metrics=self.metrics(raw, kind), num_images=_num_test_images(cfg),
+                          model_seconds=time.perf_counter() - start, details=details)
+
+
+def _final_checkpoint(work_dir) -> str:
+    from utabench.dense.engine import last_checkpoint
+
+    path = last_checkpoint(work_dir)
+    return str(path) if path else ""
+
+
+def _num_test_images(cfg) -> int:
+    from mmengine.registry import DATASETS, init_default_scope
+
+    init_default_scope(cfg.default_scope)
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    return len(dataset)

@@ -1,0 +1,27 @@
+"""Semantic segmentation (Table 4, ADE20K): UperNet through mmseg, mIoU (and mAcc, aAcc) in % from mmseg's IoUMetric."""
+
+from __future__ import annotations
+
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import TASKS
+from utabench.tasks.dense import DenseTask
+
+
+@TASKS.register("segmentation", help="UperNet fine-tuning (Table 4): mIoU on ADE20K (mmseg)")
+class Segmentation(DenseTask):
+    name = "segmentation"
+    dataset_types = ("ade20k",)
+    kind_of_type = {"ade20k": "ade20k"}
+
+    def metrics(self, raw, kind):
+        return {name: float(raw[name]) for name in ("mIoU", "mAcc", "aAcc") if name in raw}
+
+    def check_backbone(self, cfg, backbone) -> None:
+        patch = cfg.model.backbone.get("patch_size") or backbone.info.patch_size
+        largest = max(cfg.model.neck.rescales)
+        if patch % largest:
+            raise UtabenchError(
+                f"patch size {patch} does not divide by the feature pyramid's x{largest:g} upsampling, so its finest "
+                "level would not sit on whole pixels; set the backbone's `patch_size` (e.g. 16, which converts the "
+                "checkpoint) or use a recipe made for this patch size"
+            )
