@@ -30,6 +30,7 @@ class DenseSet:
     train_ann: Optional[Path]  # None when only evaluating
     val_ann: Optional[Path]
     fingerprint: str
+    num_val_images: int
     options: Dict[str, Any] = field(default_factory=dict)  # the task's keys of the dataset entry (recipe, ...)
     class_image_counts: Optional[List[int]] = None
 
@@ -47,13 +48,14 @@ def _need(path: Path, layout: str) -> Path:
     return path
 
 
-def _categories(path: Path, layout: str) -> List[Dict[str, Any]]:
+def _categories(path: Path, layout: str):
+    """(categories sorted by id, number of images) of an instances annotation file."""
     try:
         data = json.loads(path.read_text())
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
             raise TypeError("images / annotations must be lists")
-        return categories
+        return categories, len(data["images"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UtabenchError(f"{path} is not an instances annotation file ({exc}); expected {layout}") from None
 
@@ -65,10 +67,10 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
             for split, rel in files.items()}
     for split in ("val",) if eval_only else ("train", "val"):
         _need(root / f"{split}2017", layout)
-    val_categories = _categories(anns["val"], layout)
+    val_categories, num_val = _categories(anns["val"], layout)
     counts = None
     if anns["train"] is not None:
-        train_categories = _categories(anns["train"], layout)
+        train_categories, _ = _categories(anns["train"], layout)
         if [c["name"] for c in train_categories] != [c["name"] for c in val_categories]:
             raise UtabenchError(f"{anns['train']} and {anns['val']} list different categories; expected one list")
         if kind == "lvis":
@@ -79,7 +81,8 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
             digest.update(path.name.encode() + str(path.stat().st_size).encode())
     return DenseSet(name=cfg.get("name", kind), type=cfg["type"], root=root,
                     classes=[c["name"] for c in val_categories], train_ann=anns["train"], val_ann=anns["val"],
-                    fingerprint=digest.hexdigest(), options=dict(cfg), class_image_counts=counts)
+                    fingerprint=digest.hexdigest(), num_val_images=num_val, options=dict(cfg),
+                    class_image_counts=counts)
 
 
 @DATASETS.register("coco-instances", help="COCO 2017 instances (`coco:` for detection): ROOT/annotations/instances_*2017.json + {train,val}2017/")
@@ -99,9 +102,9 @@ def load_lvis(cfg: Dict[str, Any]) -> DenseSet:
 def _ade_classes(root: Path) -> List[str]:
     info = root / "objectInfo150.csv"
     if not info.is_file():
-        from mmseg.datasets import ADE20KDataset
+        from utabench.dense.recipe import standard_classes
 
-        return list(ADE20KDataset.METAINFO["classes"])
+        return standard_classes("ade20k")
     with info.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t" if "\t" in info.read_text().splitlines()[0] else ","))
     return [row["Name"].split(";")[0].strip() for row in rows]
@@ -113,6 +116,7 @@ def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
     root = _root(cfg, layout)
     splits = ("validation",) if cfg.get("eval_only") else ("training", "validation")
     digest = hashlib.sha256()
+    counts = {}
     for split in splits:
         images = sorted(p.stem for p in _need(root / "images" / split, layout).glob("*.jpg"))
         labels = sorted(p.stem for p in _need(root / "annotations" / split, layout).glob("*.png"))
@@ -120,5 +124,7 @@ def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
             raise UtabenchError(f"{root}/images/{split} and annotations/{split} must hold the same non-empty set of "
                                 f"names ({len(images)} images, {len(labels)} label maps); expected {layout}")
         digest.update(f"{split}:{len(images)}:{images[0]}:{images[-1]}".encode())
+        counts[split] = len(images)
     return DenseSet(name=cfg.get("name", "ade20k"), type=cfg["type"], root=root, classes=_ade_classes(root),
-                    train_ann=None, val_ann=None, fingerprint=digest.hexdigest(), options=dict(cfg))
+                    train_ann=None, val_ann=None, fingerprint=digest.hexdigest(),
+                    num_val_images=counts["validation"], options=dict(cfg))

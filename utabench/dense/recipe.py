@@ -64,12 +64,12 @@ def check_classes(data_classes: List[str], expected: List[str], source: str, rec
         )
 
 
-def _datasets(loader) -> List[Any]:
-    """The innermost dataset configs of a dataloader (through wrappers such as ClassBalancedDataset)."""
+def _inner_dataset(loader):
+    """The innermost dataset config of a dataloader (through wrappers such as ClassBalancedDataset)."""
     dataset = loader["dataset"]
     while "dataset" in dataset:
         dataset = dataset["dataset"]
-    return [dataset]
+    return dataset
 
 
 def _set_num_classes(node, n: int) -> None:
@@ -98,27 +98,35 @@ def _fill_federated(node, counts: Optional[List[int]]) -> None:
             _fill_federated(value, counts)
 
 
+def _scaled(value: float, factor: float) -> int:
+    return max(1, int(round(value * factor)))
+
+
+def _rescale_iterations(cfg, factor: float) -> int:
+    """Multiply the iteration count and every scheduler's begin / end / milestones by `factor` (at least 1, ends
+    within the run); returns the new iteration count."""
+    iters = _scaled(cfg.train_cfg.max_iters, factor)
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    for sched in cfg.param_scheduler:
+        for key in SCHEDULE_KEYS:
+            if key in sched and sched[key]:
+                sched[key] = min(_scaled(sched[key], factor), iters)
+        if "milestones" in sched:
+            sched["milestones"] = [_scaled(m, factor) for m in sched["milestones"]]
+    return iters
+
+
 def scale_schedule(cfg, gpus: int) -> Dict[str, float]:
     """Rescale iterations (and everything counted in them) and the lr to `gpus` x the per-GPU batch."""
     per_gpu = int(cfg.train_dataloader.batch_size)
     paper = int(cfg.get("paper_batch_size", per_gpu * gpus))
     factor = paper / (per_gpu * gpus)
 
-    def scaled(value):
-        return max(1, int(round(value * factor)))
-
-    iters = scaled(cfg.train_cfg.max_iters)
-    cfg.train_cfg.max_iters = iters
-    cfg.train_cfg.val_interval = iters
-    for sched in cfg.param_scheduler:
-        for key in SCHEDULE_KEYS:
-            if key in sched:
-                sched[key] = min(scaled(sched[key]), iters) if sched[key] else 0
-        if "milestones" in sched:
-            sched["milestones"] = [scaled(m) for m in sched["milestones"]]
+    iters = _rescale_iterations(cfg, factor)
     checkpoint = cfg.default_hooks.get("checkpoint")
     if checkpoint is not None:
-        checkpoint["interval"] = min(scaled(checkpoint["interval"]), iters)
+        checkpoint["interval"] = min(_scaled(checkpoint["interval"], factor), iters)
     cfg.auto_scale_lr = dict(enable=True, base_batch_size=paper)
     return {"per_gpu_batch": per_gpu, "gpus": gpus, "batch": per_gpu * gpus, "paper_batch": paper,
             "iters": iters, "lr_scale": 1 / factor}
@@ -126,15 +134,7 @@ def scale_schedule(cfg, gpus: int) -> Dict[str, float]:
 
 def set_iterations(cfg, iters: int) -> None:
     """Shorten (or lengthen) a run to `iters` iterations, keeping the schedule's proportions."""
-    factor = iters / cfg.train_cfg.max_iters
-    for sched in cfg.param_scheduler:
-        for key in SCHEDULE_KEYS:
-            if key in sched and sched[key]:
-                sched[key] = min(iters, max(1, int(round(sched[key] * factor))))
-        if "milestones" in sched:
-            sched["milestones"] = [max(1, int(round(m * factor))) for m in sched["milestones"]]
-    cfg.train_cfg.max_iters = iters
-    cfg.train_cfg.val_interval = iters
+    iters = _rescale_iterations(cfg, iters / cfg.train_cfg.max_iters)
     if cfg.default_hooks.get("checkpoint") is not None:
         cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
 
@@ -157,9 +157,9 @@ def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], dat
         loader = cfg.get(loader_name)
         loader.num_workers = workers
         loader.persistent_workers = False
-        for dataset in _datasets(loader):
-            dataset["data_root"] = str(data.root)
-            dataset["metainfo"] = dict(classes=tuple(classes))
+        dataset = _inner_dataset(loader)
+        dataset["data_root"] = str(data.root)
+        dataset["metainfo"] = dict(classes=tuple(classes))
     if data.val_ann is not None:
         cfg.test_evaluator.ann_file = str(data.val_ann)
     if iters:

@@ -46,6 +46,11 @@ class DenseTask(Task):
     def check_backbone(self, cfg, backbone) -> None:
         """Refuse, before training, what the recipe's neck cannot use."""
 
+    @staticmethod
+    def patch_size(cfg, backbone) -> int:
+        """The patch size the dense model runs at: the recipe's conversion target, else the backbone's own."""
+        return cfg.model.backbone.get("patch_size") or backbone.info.patch_size
+
     def run(self, backbone, data, ctx) -> TaskOutput:
         from utabench.dense.engine import train_and_test
         from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe
@@ -64,7 +69,7 @@ class DenseTask(Task):
         details = {"recipe": recipe, "schedule": schedule if not finetuned else None,
                    "finetuned_checkpoint": str(finetuned) if finetuned else _final_checkpoint(ctx.work_dir),
                    "work_dir": str(ctx.work_dir), "num_classes": len(data.classes), "raw_metrics": raw}
-        return TaskOutput(metrics=self.metrics(raw, kind), num_images=_num_test_images(cfg),
+        return TaskOutput(metrics=self.metrics(raw, kind), num_images=data.num_val_images,
                           model_seconds=time.perf_counter() - start, details=details)
 
 
@@ -73,11 +78,3 @@ def _final_checkpoint(work_dir) -> str:
 
     path = last_checkpoint(work_dir)
     return str(path) if path else ""
-
-
-def _num_test_images(cfg) -> int:
-    from mmengine.registry import DATASETS, init_default_scope
-
-    init_default_scope(cfg.default_scope)
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    return len(dataset)

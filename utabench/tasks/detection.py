@@ -30,13 +30,13 @@ class Detection(DenseTask):
     name = "detection"
     dataset_types = ("coco-instances", "lvis")
     dataset_aliases = {"coco": "coco-instances"}
-    kind_of_type = {"coco-instances": "coco", "coco": "coco", "lvis": "lvis"}
+    kind_of_type = {"coco-instances": "coco", "lvis": "lvis"}
 
     def metrics(self, raw, kind):
         return detection_metrics(raw, kind)
 
     def check_backbone(self, cfg, backbone) -> None:
-        patch = cfg.model.backbone.get("patch_size") or backbone.info.patch_size
+        patch = self.patch_size(cfg, backbone)
         scales = cfg.model.neck.scale_factors
         strides = [patch / s for s in scales]
         expected = list(cfg.model.roi_head.bbox_roi_extractor.featmap_strides)

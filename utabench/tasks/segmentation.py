@@ -17,7 +17,7 @@ class Segmentation(DenseTask):
         return {name: float(raw[name]) for name in ("mIoU", "mAcc", "aAcc") if name in raw}
 
     def check_backbone(self, cfg, backbone) -> None:
-        patch = cfg.model.backbone.get("patch_size") or backbone.info.patch_size
+        patch = self.patch_size(cfg, backbone)
         largest = max(cfg.model.neck.rescales)
         if patch % largest:
             raise UtabenchError(
