@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +96,41 @@ def test_patch_size_the_pyramid_cannot_use(world, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "patch size 12 gives feature strides 6, 12, 24" in err[-1]
     assert not list((tmp_path / "r").glob("*/*/*.json"))
+
+
+@pytest.mark.slow
+def test_killed_fine_tuning_resumes_from_its_last_checkpoint(world, tmp_path):
+    """A fine-tuning process killed mid-run (SIGKILL, no clean-up) leaves no record; the rerun resumes at the
+    iteration after the last checkpoint it wrote and finishes the schedule."""
+    base = Path(__import__("utabench").__file__).parent / "configs" / "dense" / "upernet_world_ade20k.py"
+    recipe = tmp_path / "every_iter.py"
+    recipe.write_text(f"_base_ = [{str(base)!r}]\n"
+                      "default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=1))\n"
+                      "log_processor = dict(window_size=1)\n")
+    results = tmp_path / "r"
+    args = ["run", "segmentation", "--backbone", "uta:tiny", "--dataset", f"ade20k:{world / 'ade20k'}",
+            "--recipe", str(recipe), "--iters", "40", "--results", str(results), "--threads", "1", "--no-progress"]
+    work = results / "uta_tiny" / "segmentation" / "ade20k.work"
+    proc = subprocess.Popen([sys.executable, "-m", "utabench.harness.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (work / "last_checkpoint").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    assert not (results / "uta_tiny" / "segmentation" / "ade20k.json").exists()
+    done = int(Path((work / "last_checkpoint").read_text().strip()).stem.split("_")[1])
+    assert 1 <= done < 40
+    first_runs = set(work.glob("2*"))
+
+    assert main(args) == 0
+    record = read_record(results / "uta_tiny" / "segmentation" / "ade20k.json")
+    assert record["status"] == "complete" and record["provenance"]["task_details"]["finetuned_checkpoint"].endswith(
+        "iter_40.pth")
+    (rerun,) = set(work.glob("2*")) - first_runs
+    steps = [json.loads(line)["step"] for line in (rerun / "vis_data" / "scalars.json").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(done + 1, 41))
