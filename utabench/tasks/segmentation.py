@@ -14,7 +14,7 @@ class Segmentation(DenseTask):
     kind_of_type = {"ade20k": "ade20k"}
 
     def metrics(self, raw, kind):
-        return {name: float(raw[name]) for name in ("mIoU", "mAcc", "aAcc") if name in raw}
+        return {name: round(float(raw[name]), 2) for name in ("mIoU", "mAcc", "aAcc") if name in raw}  # mmseg: 2 places
 
     def check_backbone(self, cfg, backbone) -> None:
         patch = self.patch_size(cfg, backbone)

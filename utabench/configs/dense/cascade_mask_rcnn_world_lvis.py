@@ -18,7 +18,7 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
 model = dict(
     roi_head=dict(bbox_head=[
-        dict(type='Shared4Conv1FCBBoxHead', in_channels=64, conv_out_channels=64, fc_out_channels=256,
+        dict(type='Shared4Conv1FCBBoxHead', in_channels=64, conv_out_channels=32, fc_out_channels=256,
              roi_feat_size=7, num_classes=10, norm_cfg=dict(type='LN2d', eps=1e-6), reg_class_agnostic=True,
              bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=stds),
              loss_cls=dict(type='FederatedSigmoidLoss', num_classes=10, class_image_counts=None, num_sampled=5,

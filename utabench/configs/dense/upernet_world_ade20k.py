@@ -1,5 +1,6 @@
 # The embedded world's ADE20K-layout maps (ground + 10 shapes): the UperNet recipe in miniature (blocks 0-3 of a
-# width-64 patch-8 ViT, 64 px crops, slide inference at stride 43 = 2/3 of the crop, narrow heads, a short schedule).
+# width-64 patch-8 ViT, 64 px crops, slide inference at stride 43 = 2/3 of the crop, narrow heads, 600 iterations:
+# shape classes take this long to separate from the ground in per-pixel training).
 _base_ = ['./_base_/upernet_vit.py', './_base_/ade20k_512.py']
 classes = ['ground', 'circle', 'square', 'triangle', 'star', 'cross', 'ring', 'diamond', 'hexagon', 'arrow', 'heart']
 crop_size = (64, 64)
@@ -28,11 +29,11 @@ world_dataset = dict(type='BaseSegDataset', img_suffix='.jpg', seg_map_suffix='.
 train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline, **world_dataset))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline, **world_dataset))
 paper_batch_size = 8
-max_iters = 300
+max_iters = 600
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8), optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=30, end=max_iters)]
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=60),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=60, end=max_iters)]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=100, max_keep_ckpts=1))
+default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=200, max_keep_ckpts=1))
 log_processor = dict(window_size=10)
