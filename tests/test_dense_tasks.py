@@ -4,6 +4,7 @@ fine-tuned checkpoint, and the bad inputs of dense transfer."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -134,3 +135,22 @@ def test_killed_fine_tuning_resumes_from_its_last_checkpoint(world, tmp_path):
     logged = map(json.loads, (rerun / "vis_data" / "scalars.json").read_text().splitlines())
     steps = [scalars["step"] for scalars in logged if "loss" in scalars]
     assert steps == list(range(done + 1, 41))
+
+
+@pytest.mark.slow
+def test_fine_tuning_runs_on_two_processes_under_torchrun(world, tmp_path):
+    """torchrun with 2 CPU processes (gloo): mmengine's pytorch launcher joins the process group utabench opened,
+    the batch is 2 x the per-process batch (so `--iters 2` at the recipe's batch 4 becomes 1 step), one record."""
+    results = tmp_path / "r"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "utabench.harness.cli", "run", "detection", "--backbone", "uta:tiny", "--dataset",
+                          f"coco:{world / 'coco'}", "--recipe", "cascade_mask_rcnn_world_coco", "--iters", "2",
+                          "--device", "cpu", "--results", str(results), "--threads", "1", "--no-progress"],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = read_record(results / "uta_tiny" / "detection" / "coco.json")
+    assert record["provenance"]["run"]["world_size"] == 2
+    schedule = record["provenance"]["task_details"]["schedule"]
+    assert (schedule["gpus"], schedule["batch"], schedule["iters"]) == (2, 8, 1)
+    assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("iter_1.pth")
+    assert {"box_ap", "mask_ap"} <= set(record["metrics"])

@@ -139,6 +139,13 @@ def set_iterations(cfg, iters: int) -> None:
         cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
 
 
+def use_cpu_processes(cfg) -> None:
+    """Several CPU processes under torchrun (no GPUs): mmengine's DDP wrapper without device ids, on gloo."""
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                 find_unused_parameters=False)
+    cfg.env_cfg.dist_cfg = dict(backend="gloo")
+
+
 def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], data, mean_std, work_dir: Path,
                 gpus: int, workers: int, iters: Optional[int] = None) -> Dict[str, float]:
     """Complete `cfg` in place for one run; returns the schedule actually used."""

@@ -53,7 +53,7 @@ class DenseTask(Task):
 
     def run(self, backbone, data, ctx) -> TaskOutput:
         from utabench.dense.engine import train_and_test
-        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe
+        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
@@ -62,6 +62,8 @@ class DenseTask(Task):
         cfg = load_recipe(recipe)
         schedule = fill_recipe(cfg, recipe, kind, backbone_entry(backbone), data, normalisation(backbone),
                                ctx.work_dir, ctx.dist.world_size, ctx.workers, data.options.get("iters"))
+        if ctx.dist.enabled and ctx.device_type == "cpu":
+            use_cpu_processes(cfg)
         self.check_backbone(cfg, backbone)
         finetuned = data.options.get("eval_only")
         start = time.perf_counter()
