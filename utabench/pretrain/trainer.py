@@ -1,7 +1,9 @@
-"""The training loop shared by every pretraining recipe: AdamW, linear warm-up then cosine, bf16 autocast on GPU,
-gradient clipping, DDP under torchrun, progress, checkpoints and exact resume.
+"""The training loop shared by every pretraining recipe and LLaVA's two stages: AdamW, linear warm-up then cosine,
+bf16 autocast on GPU, gradient clipping, gradient accumulation (`optim.grad_accum` micro-batches per step), DDP
+under torchrun, progress, checkpoints and exact resume.
 
-A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model. A
+A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model (and may
+supply `collate`, the loader's collate function). A
 checkpoint (`checkpoints/step-XXXXXXXX.pt`, written atomically every `checkpoint_every` steps) holds the module,
 optimiser, scheduler, step, RNG states and the configuration; data order is a function of the step (see `data.py`),
 so rerunning the same command continues exactly where the last checkpoint left off. A non-finite loss stops the run
@@ -10,6 +12,7 @@ with its step number before anything of that step is saved.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -94,6 +97,10 @@ class Trainer:
         self.precision = precision
         optim = cfg["optim"]
         self.global_batch = int(optim["batch_size"])
+        self.grad_accum = int(optim.get("grad_accum") or 1)
+        if self.global_batch % (self.grad_accum * dist.world_size):
+            raise UtabenchError(f"batch size {self.global_batch} does not split into {self.grad_accum} accumulation "
+                                f"steps on {dist.world_size} processes; change optim.batch_size or optim.grad_accum")
         self.steps_per_epoch = len(recipe.dataset) // self.global_batch
         if self.steps_per_epoch < 1:
             raise UtabenchError(f"the data has {len(recipe.dataset)} images, fewer than one batch of "
@@ -146,9 +153,11 @@ class Trainer:
         workers = int(self.cfg["workers"])
         # its own generator: starting a loader must not draw from the global RNG that drop path uses
         seeds = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + start)
-        return DataLoader(self.recipe.dataset, batch_size=self.global_batch // self.dist.world_size, sampler=sampler,
-                          num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=False, prefetch_factor=4 if workers else None, generator=seeds)
+        micro = self.global_batch // (self.dist.world_size * self.grad_accum)
+        return DataLoader(self.recipe.dataset, batch_size=micro, sampler=sampler, num_workers=workers,
+                          collate_fn=getattr(self.recipe, "collate", None), pin_memory=self.device.type == "cuda",
+                          drop_last=True, persistent_workers=False, prefetch_factor=4 if workers else None,
+                          generator=seeds)
 
     # ---------------------------------------------------------------------------------------------------------
     def run(self, resume_from: Optional[Path] = None) -> Path:
@@ -193,17 +202,23 @@ class Trainer:
         log_path = self.out_dir / "log.jsonl"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         step, seen, clock = start, 0, time.perf_counter()
-        for batch in self._loader(start):
-            with self._autocast():
-                loss = self.recipe.loss(model, batch, self.device)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                last = latest_checkpoint(self.out_dir)
-                raise UtabenchError(f"the loss became {value} at step {step + 1}; stopped before updating or saving "
-                                    f"that step (last checkpoint: {last or 'none'}); lower optim.lr or set "
-                                    "optim.clip_grad")
+        batches = iter(self._loader(start))
+        for _ in range(start, self.total_steps):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value = 0.0
+            for micro in range(self.grad_accum):
+                last_micro = micro == self.grad_accum - 1
+                no_sync = getattr(model, "no_sync", None) if not last_micro else None  # DDP syncs on the last only
+                with no_sync() if no_sync else contextlib.nullcontext():
+                    with self._autocast():
+                        loss = self.recipe.loss(model, next(batches), self.device) / self.grad_accum
+                    if not math.isfinite(float(loss.detach())):
+                        last = latest_checkpoint(self.out_dir)
+                        raise UtabenchError(f"the loss became {float(loss.detach())} at step {step + 1}; stopped "
+                                            f"before updating or saving that step (last checkpoint: {last or 'none'}); "
+                                            "lower optim.lr or set optim.clip_grad")
+                    loss.backward()
+                value += float(loss.detach())
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.recipe.module.parameters(), float(clip))
             self.optimizer.step()
