@@ -242,3 +242,12 @@ def test_image_only_encoders_give_no_joint_tokens():
     backbone = build_backbone({"spec": "eva02:eva02_tiny_patch14_224", "image_size": 56})
     with pytest.raises(NotApplicable, match="no per-token features in a joint image-text space"):
         backbone.joint_tokens(torch.randn(1, 3, 56, 56))
+
+
+def test_image_only_encoder_transform_follows_its_input_size():
+    from PIL import Image
+
+    backbone = build_backbone({"spec": "eva02:eva02_tiny_patch14_224", "image_size": 56})
+    pixels = backbone.image_transform()(Image.new("RGB", (80, 64)))
+    assert pixels.shape == (3, 56, 56)
+    assert backbone.token_features(pixels[None], [-1])[0].shape == (1, 1 + 16, backbone.info.width)

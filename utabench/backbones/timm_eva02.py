@@ -36,7 +36,9 @@ class TimmImageBackbone(Backbone):
             if filter_fn is not None:
                 state = filter_fn(state, self.trunk)
             load_strict(self.trunk, state, spec.checkpoint)
-        self._transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.trunk))
+        size = self.trunk.patch_embed.img_size  # the model's input size, which `image_size` may have changed
+        self._transform = timm.data.create_transform(
+            **timm.data.resolve_data_config({"input_size": (3, *size)}, model=self.trunk))
         self.info = BackboneInfo(
             family=family, model=spec.model, params=count_params(self.trunk),
             patch_size=self.trunk.patch_embed.patch_size[0], input_size=self.trunk.patch_embed.img_size[0],

@@ -101,9 +101,7 @@ def load_config(path: Optional[str] = None) -> RunConfig:
 
 
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:
-    """Replace `{world}` in dataset roots and annotation / class files by the generated world's directory."""
-    for datasets in cfg.tasks.values():
-        for entry in datasets:
-            for key, value in entry.items():
-                if isinstance(value, str) and "{world}" in value:
-                    entry[key] = value.replace("{world}", str(world_root))
+    """Replace `{world}` in the dataset entries (roots, annotation / class files, nested paths) by the generated
+    world's directory."""
+    for task, datasets in cfg.tasks.items():
+        cfg.tasks[task] = map_strings(datasets, lambda text: text.replace("{world}", str(world_root)))
