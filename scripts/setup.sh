@@ -22,5 +22,9 @@ if ! "$venv/bin/python" -c "import mmcv.ops" 2>/dev/null; then
         "${pip[@]}" -c constraints.txt --no-build-isolation --no-deps mmcv==2.1.0
 fi
 "${pip[@]}" -c constraints.txt -e ".[test]"
+# LLaVA's own scoring script (llava/eval/summarize_gpt_review.py), which a test runs on our review files. The wheel is
+# downloaded, never installed: its pinned requirements would replace torch.
+ls "$venv"/upstream/llava_torch-*.whl >/dev/null 2>&1 || "$venv/bin/python" -m pip download --quiet \
+    --disable-pip-version-check --no-deps --only-binary=:all: -c constraints.txt -d "$venv/upstream" llava-torch
 "$venv/bin/python" -c "import utabench, torch; print('utabench set up with torch', torch.__version__)"
 echo "$want" > "$stamp"

@@ -13,7 +13,8 @@ torch.set_num_threads(2)
 load_all()
 
 SMALL_COUNTS = {"val": 4, "v2": 2, "sketch": 2, "a": 2, "r": 2, "objectnet": 2, "flickr30k": 12, "coco": 16,
-                "train": 4, "pairs": 40, "det_train": 8, "det_val": 4, "seg_train": 8, "seg_val": 4}
+                "train": 4, "pairs": 40, "det_train": 8, "det_val": 4, "seg_train": 8, "seg_val": 4,
+                "llava_pretrain": 16, "llava_instruct": 12, "llava_bench": 2}
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,15 @@ def parse_backbone_spec(entry: Union[str, Dict[str, Any], BackboneSpec], checkpo
     return BackboneSpec(family=family, model=model, checkpoint=ckpt, name=key, options=options)
 
 
+def backbone_entry(backbone: Backbone) -> Dict[str, Any]:
+    """The YAML entry that builds `backbone` again (spec, checkpoint, options; without its result name)."""
+    spec = backbone.spec
+    entry = {"spec": f"{spec.family}:{spec.model}", **spec.options}
+    if spec.checkpoint:
+        entry["checkpoint"] = spec.checkpoint
+    return entry
+
+
 def build_backbone(entry, checkpoint: Optional[str] = None, name: Optional[str] = None) -> Backbone:
     spec = parse_backbone_spec(entry, checkpoint, name)
     builder = BACKBONES.get(spec.family)

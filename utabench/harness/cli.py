@@ -49,11 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--templates", help="templates file (JSON list or one per line, with {c})")
     run.add_argument("--annotations", help="annotation file for retrieval sets (default: the standard one)")
     run.add_argument("--recipe", help="detection / segmentation: an mmdet / mmseg config (a name under "
-                     "utabench/configs/dense/ or a .py path; default: the paper's B or L recipe by backbone depth)")
+                     "utabench/configs/dense/ or a .py path; default: the paper's B or L recipe by backbone depth); "
+                     "llava-bench: paper, world or a YAML path (default paper)")
     run.add_argument("--eval-only", metavar="FINETUNED", help="detection / segmentation: evaluate this fine-tuned "
-                     "mmengine checkpoint instead of training")
+                     "mmengine checkpoint instead of training; llava-bench: a stage-2 LLaVA folder")
     run.add_argument("--iters", type=int, help="detection / segmentation: training iterations at the paper's batch "
                      "(default: the recipe's)")
+    run.add_argument("--llm", help="llava-bench: the LLM's local transformers directory (e.g. vicuna-7b-v1.5)")
+    run.add_argument("--stage1", metavar="JSON:IMAGES", help="llava-bench: stage-1 caption data and its image folder")
+    run.add_argument("--stage2", metavar="JSON:IMAGES", help="llava-bench: stage-2 instruction data and its image folder")
+    run.add_argument("--projector", help="llava-bench: a trained stage-1 mm_projector.bin (ours or LLaVA's); skips stage 1")
+    run.add_argument("--judge", choices=["offline", "openai"], help="llava-bench: the judge (default offline)")
+    run.add_argument("--judge-model", help="llava-bench: the openai judge's model, e.g. gpt-4-0314")
+    run.add_argument("--judge-base-url", help="llava-bench: the openai judge's base URL (an OpenAI-compatible API)")
+    run.add_argument("--judge-key-env", default="OPENAI_API_KEY",
+                     help="llava-bench: the environment variable holding the judge's API key")
     run.add_argument("--paper", help="paper row to compare with: 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
     _add_run_settings(run)
 
@@ -81,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--seed", type=int, default=0)
     masks.add_argument("--out", default="mask_probability.png")
 
-    tables = sub.add_parser("tables", help="render Tables 1, 2, 4, 5 and 6 from a results directory")
+    tables = sub.add_parser("tables", help="render Tables 1 to 6 from a results directory")
     tables.add_argument("--results", default=DEFAULT_RESULTS)
     tables.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    tables.add_argument("--table", type=int, action="append", help="1, 2, 4, 5 or 6 (default: all)")
+    tables.add_argument("--table", type=int, action="append", help="1, 2, 3, 4, 5 or 6 (default: all)")
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
     return parser
 
@@ -123,9 +133,21 @@ def _parse_dataset(args) -> dict:
         raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
     type_, root = args.dataset.split(":", 1)
     entry = {"type": type_, "root": root, "name": args.dataset_name or type_}
-    for key in ("classes", "classnames", "templates", "annotations", "recipe", "eval_only", "iters"):
+    for key in ("classes", "classnames", "templates", "annotations", "recipe", "eval_only", "iters", "llm",
+                "projector"):
         if getattr(args, key):
             entry[key] = getattr(args, key)
+    for stage in ("stage1", "stage2"):
+        value = getattr(args, stage)
+        if value:
+            if ":" not in value:
+                raise UtabenchError(f"--{stage} {value!r} must be JSON:IMAGES, e.g. blip_laion_cc_sbu_558k.json:images")
+            data, images = value.rsplit(":", 1)
+            entry[stage] = {"data": data, "images": images}
+    if args.judge:
+        entry["judge"] = {"type": args.judge}
+        if args.judge == "openai":
+            entry["judge"].update(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.judge_key_env)
     return entry
 
 
@@ -208,7 +230,7 @@ def cmd_tables(args) -> int:
     if not Path(args.results).is_dir():
         raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
                             "or pass --results DIR")
-    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2, 4, 5, 6)),
+    sys.stdout.write(render(load_results(args.results), args.format, tuple(args.table or (1, 2, 3, 4, 5, 6)),
                             with_paper=not args.no_paper))
     return 0
 

@@ -1,6 +1,6 @@
-"""Render result records as the paper's Tables 1 (zero-shot classification), 2 (zero-shot retrieval), 4 (zero-shot
-IN-1K and ADE20K segmentation), 5 (COCO / LVIS detection) and 6 (the pretraining-objective ablation, from backbones
-utabench pretrained).
+"""Render result records as the paper's Tables 1 (zero-shot classification), 2 (zero-shot retrieval), 3 (LLaVA-Bench,
+with the judge named beside the scores), 4 (zero-shot IN-1K and ADE20K segmentation), 5 (COCO / LVIS detection) and 6
+(the pretraining-objective ablation, from backbones utabench pretrained).
 
 Each backbone gives a row of our numbers; a backbone whose config names its paper row (`paper: {method, model,
 pairs}`) gets the published numbers and the difference beneath. The published tables are kept as data in
@@ -24,9 +24,10 @@ class TableSpec:
     number: int
     title: str
     csv: str
-    columns: Tuple[Tuple[str, str, str, str], ...]  # (column label, task, dataset type, metric)
+    columns: Tuple[Tuple[str, str, str, str], ...]  # (column label, task, dataset type, metric or a record field)
     average: bool
     paper_model: Callable[[str], str]  # how a backbone's `paper.model` is spelled in this table
+    comparable: Optional[str] = None  # a record field that is False where ours cannot be set against the paper's
 
 
 _ZS = "zeroshot-classification"
@@ -43,6 +44,13 @@ TABLE2 = TableSpec(
           for ds in ("Flickr30k", "COCO") for k in (1, 5, 10)),
     False, lambda model: model.split("/")[0],
 )
+TABLE3 = TableSpec(
+    3, "Table 3: LLaVA-Bench (frozen encoder), relative score (%)", "paper_table3.csv",
+    tuple((label, "llava-bench", "llava-bench", metric) for label, metric in (
+        ("Conversation", "conversation"), ("Detail", "detail"), ("Reasoning", "complex"), ("Overall", "overall"),
+        ("Judge", "provenance.task_details.judge"))),
+    False, lambda model: model.split("@")[0], comparable="provenance.task_details.judge_comparable_to_paper",
+)
 TABLE4 = TableSpec(
     4, "Table 4: zero-shot ImageNet top-1 (%) and ADE20K segmentation mIoU (%, UperNet)", "paper_table4.csv",
     (("IN-1K ZS", _ZS, "imagenet", "top1"), ("ADE20K mIoU", "segmentation", "ade20k", "mIoU")),
@@ -54,7 +62,7 @@ TABLE5 = TableSpec(
      ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap")),
     False, lambda model: model.split("/")[0],
 )
-TABLES = {1: TABLE1, 2: TABLE2, 4: TABLE4, 5: TABLE5}
+TABLES = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
 TABLE6_TITLE = "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)"
 _OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA", "clip": "CLIP (teacher)"}
 _ZS_SETS = [dataset for _, _, dataset, _ in TABLE1.columns]
@@ -114,17 +122,18 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
             elif hit.iloc[0].status == "not_applicable":
                 values[label] = "n/a"
             else:
-                values[label] = hit.iloc[0].get(f"metrics.{metric}")
+                values[label] = hit.iloc[0].get(metric if "." in metric else f"metrics.{metric}")
         if spec.average:
             numbers = [v for v in values.values() if isinstance(v, float)]
             values["Average"] = sum(numbers) / len(numbers) if len(numbers) == len(spec.columns) else None
+        comparable = not spec.comparable or spec.comparable not in group or group[spec.comparable].ne(False).all()
         for label, ours in values.items():
-            theirs = float(ref[label]) if ref is not None else None
-            delta = ours - theirs if isinstance(ours, float) and theirs is not None else None
+            theirs = ref[label] if ref is not None else None
+            delta = ours - theirs if comparable and isinstance(ours, float) and isinstance(theirs, float) else None
             rows.append({"table": spec.number, "backbone": backbone,
                          "paper_row": " ".join(str(ref[k]) for k in ("method", "model", "pairs") if k in ref)
                          if ref is not None else "",
-                         "column": label, "ours": ours, "paper": theirs, "delta": delta})
+                         "column": label, "ours": ours, "paper": theirs, "delta": delta, "comparable": comparable})
     return rows
 
 
@@ -143,6 +152,9 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
                 lines.append({"Backbone": f"↳ paper: {group.paper_row.iloc[0]}", **{c: _fmt(by.paper[c]) for c in columns}})
                 lines.append({"Backbone": "↳ Δ (ours − paper)", **{c: _fmt(by.delta[c], True) for c in columns}})
         out.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
+        if not rows.comparable.all():
+            out += ["", "Rows without Δ were scored differently from the paper (e.g. a judge other than GPT-4): their "
+                        "numbers cannot be set against the published ones."]
     if with_paper:
         published = paper_table(spec)
         out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper):", "",
@@ -201,16 +213,16 @@ def render_table6(records: pd.DataFrame, with_paper: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 4, 5, 6), with_paper: bool = True) -> str:
+def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 3, 4, 5, 6), with_paper: bool = True) -> str:
     unknown = [t for t in tables if t not in TABLES and t != 6]
     if unknown:
-        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1, 2, 4, 5 and 6")
+        raise UtabenchError(f"unknown table {unknown[0]}; utabench renders tables 1 to 6")
     if fmt == "markdown":
         return "\n".join(render_markdown(records, TABLES[t], with_paper) if t != 6 else
                          render_table6(records, with_paper) for t in tables)
     if fmt == "csv":
         rows = [row for t in tables if t != 6 for row in table_rows(records, TABLES[t])]
-        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta"]
+        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable"]
         out = pd.DataFrame(rows, columns=columns).to_csv(index=False)
         table6 = table6_rows(records) if 6 in tables else []
         return out + ("\n" + pd.DataFrame(table6).to_csv(index=False) if table6 else "")

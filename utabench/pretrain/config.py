@@ -48,11 +48,11 @@ DISTILL_OBJECTIVES = ("uta", "mim", "fd", "uta+mim")
 OBJECTIVES = DISTILL_OBJECTIVES + ("clip",)
 
 
-def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
+def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -63,7 +63,7 @@ def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optio
     if unknown:
         raise UtabenchError(f"pretraining config {source}: unknown keys {', '.join(sorted(unknown))}; allowed: "
                             f"{', '.join(DEFAULTS)}")
-    cfg = _merge(DEFAULTS, _expand(raw, source))
+    cfg = deep_merge(DEFAULTS, _expand(raw, source))
     if objective:
         cfg["objective"] = objective
     if cfg["objective"] not in OBJECTIVES:

@@ -11,16 +11,9 @@ from __future__ import annotations
 import time
 from typing import Dict, Tuple
 
+from utabench.backbones.factory import backbone_entry
 from utabench.harness.errors import UtabenchError
 from utabench.tasks.base import Task, TaskOutput
-
-
-def backbone_entry(backbone) -> Dict:
-    spec = backbone.spec
-    entry = {"spec": f"{spec.family}:{spec.model}", **spec.options}
-    if spec.checkpoint:
-        entry["checkpoint"] = spec.checkpoint
-    return entry
 
 
 def normalisation(backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

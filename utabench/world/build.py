@@ -8,7 +8,8 @@ of 313), and multi-object captioned scenes in Karpathy-split files for Flickr30k
 an ImageFolder train split (`imagenet/train`, images only, for the students) and image-caption pairs as webdataset
 shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher). For dense
 transfer it adds COCO 2017 instances (boxes and masks), an LVIS v1 set with a long-tailed category frequency and an
-ADE20K-style segmentation set (see `dense.py`).
+ADE20K-style segmentation set (see `dense.py`). For LLaVA it adds caption pairs, instruction conversations, a
+LLaVA-Bench layout and a tiny LLaMA with its own tokenizer (see `llava.py`).
 Generation is seeded and written into a temporary directory that is renamed into place when complete.
 """
 
@@ -27,11 +28,11 @@ import numpy as np
 from utabench.world.dense import write_detection_sets, write_segmentation_set
 from utabench.world.scene import SHAPES, BACKGROUNDS, Scene, render, sample_object
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 IMAGE_SIZE = (80, 64)
 DEFAULT_COUNTS = {"val": 20, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectnet": 10, "flickr30k": 100,
                   "coco": 150, "train": 300, "pairs": 6000, "det_train": 400, "det_val": 100,
-                  "seg_train": 400, "seg_val": 100}
+                  "seg_train": 400, "seg_val": 100, "llava_pretrain": 400, "llava_instruct": 400, "llava_bench": 8}
 PAIRS_PER_SHARD = 1000
 A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
 R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
@@ -39,7 +40,8 @@ OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
 _STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco",
                                                  "train", "pairs", "coco_train2017", "coco_val2017",
                                                  "lvis_train2017", "lvis_val2017", "ade_training",
-                                                 "ade_validation"])}
+                                                 "ade_validation", "llava_pretrain", "llava_instruct",
+                                                 "llava_bench"])}
 
 
 def world_wnids() -> List[str]:
@@ -215,6 +217,11 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
         write_detection_sets(root, stream_rng, counts)
     if counts["seg_train"]:
         write_segmentation_set(root, stream_rng, counts)
+    if counts["llava_pretrain"] or counts["llava_instruct"]:
+        from utabench.world.llava import write_llava_sets, write_tiny_llm  # it reads this module's phrasing
+
+        texts = write_llava_sets(root, stream_rng, _captioned_scene, counts)
+        write_tiny_llm(root / "llava" / "llm", texts, seed)
     return root
 
 

@@ -1,0 +1,68 @@
+"""Frozen-encoder LLaVA (Table 3): train LLaVA's two stages on the backbone's features (or take a stage-2 folder),
+answer LLaVA-Bench, have the judge review the answers, and report the relative scores (%) per category.
+
+Under torchrun the stages train with DDP over all processes; the answers and reviews are made on rank 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from utabench.harness.distributed import barrier
+from utabench.harness.errors import UtabenchError
+from utabench.harness.registry import TASKS
+from utabench.tasks.base import Task, TaskOutput
+
+METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",
+           "parse_failures": "overall_parse_failures"}
+
+
+@TASKS.register("llava-bench", help="frozen-encoder LLaVA (Table 3): two-stage training, LLaVA-Bench with a judge")
+class LlavaBench(Task):
+    name = "llava-bench"
+    dataset_types = ("llava-bench",)
+
+    def run(self, backbone, data, ctx) -> TaskOutput:
+        from utabench.llava.bench import JsonlLog, generate_answers, review_answers
+        from utabench.llava.judge import make_judge, summarize
+        from utabench.llava.model import llm_dtype
+        from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage, weights_fingerprint
+
+        if ctx.work_dir is None:
+            raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
+        opts, work = data.options, ctx.work_dir
+        recipe = load_recipe(str(opts.get("recipe", "paper")), opts.get("overrides"))
+        judge = make_judge(opts.get("judge"))
+        log = print if ctx.dist.is_main else (lambda _: None)
+        stages = {}
+        folder = opts.get("eval_only")
+        if not folder:
+            init = opts.get("projector")
+            if not init:
+                cfg = stage_config(recipe, 1, opts.get("stage1"), backbone, opts["llm"], None)
+                stages["stage1"] = str(train_stage(cfg, backbone, work / "stage1", ctx, log))
+                init = str(work / "stage1" / "mm_projector.bin")
+            cfg = stage_config(recipe, 2, opts.get("stage2"), backbone, opts["llm"], str(init))
+            folder = stages["stage2"] = str(train_stage(cfg, backbone, work / "stage2", ctx, log))
+        generation = recipe["generation"]
+        key = hashlib.sha256(f"{weights_fingerprint(folder)}{generation}{backbone.info.weights_sha256}"
+                             .encode()).hexdigest()[:12]
+        answers_path, reviews_path = work / f"answers-{key}.jsonl", work / f"reviews-{key}-{judge.name}.jsonl"
+        start = time.perf_counter()
+        if ctx.dist.is_main:
+            hosted = load_finetuned(backbone, folder, llm_dtype(recipe["llm_dtype"], ctx.device))
+            hosted.model.to(ctx.device)
+            answers = generate_answers(hosted, data.bench, answers_path, f"{backbone.spec.key}-llava", ctx.device,
+                                       ctx.autocast, int(generation["max_new_tokens"]),
+                                       float(generation.get("temperature", 0.0)))
+            review_answers(data.bench, answers, judge, reviews_path)
+        barrier(ctx.dist)
+        seconds = time.perf_counter() - start
+        reviews = list(JsonlLog(reviews_path, "question_id").done.values())
+        scores = summarize(reviews)
+        metrics = {ours: scores.get(theirs, 0) for ours, theirs in METRICS.items()}
+        details = {"judge": judge.name, "judge_comparable_to_paper": judge.comparable, "judge_note": judge.note,
+                   "scores": scores, "recipe": recipe["source"], "stages": stages, "model": str(folder),
+                   "answers": str(answers_path), "reviews": str(reviews_path)}
+        return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds, details=details)
