@@ -75,22 +75,28 @@ def read_bench(root: str | Path, rule: str | Path | None = None) -> BenchFiles:
     return BenchFiles(root, questions, captions, references, rules)
 
 
+def read_complete_lines(path: Path, key: str) -> Dict[Any, Dict[str, Any]]:
+    """The rows of a jsonl output that were written whole, by `key` (read only)."""
+    rows = {}
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row[key]] = row
+    return rows
+
+
 class JsonlLog:
     """An append-only jsonl output that survives a crash: complete lines are kept, a torn last line is dropped."""
 
     def __init__(self, path: Path, key: str):
-        self.path, self.done = Path(path), {}
-        if self.path.is_file():
-            kept = []
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.done[row[key]] = row
-                kept.append(line + "\n")
+        self.path = Path(path)
+        self.done = read_complete_lines(self.path, key)
+        if self.path.is_file():  # rewrite without the torn line, so appends start on a fresh line
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in self.done.values()), encoding="utf-8")
             os.replace(tmp, self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 

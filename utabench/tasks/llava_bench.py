@@ -24,7 +24,7 @@ class LlavaBench(Task):
     dataset_types = ("llava-bench",)
 
     def run(self, backbone, data, ctx) -> TaskOutput:
-        from utabench.llava.bench import JsonlLog, generate_answers, review_answers
+        from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
         from utabench.llava.judge import make_judge, summarize
         from utabench.llava.model import llm_dtype
         from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage, weights_fingerprint
@@ -59,7 +59,7 @@ class LlavaBench(Task):
             review_answers(data.bench, answers, judge, reviews_path)
         barrier(ctx.dist)
         seconds = time.perf_counter() - start
-        reviews = list(JsonlLog(reviews_path, "question_id").done.values())
+        reviews = list(read_complete_lines(reviews_path, "question_id").values())  # every rank reads; rank 0 wrote
         scores = summarize(reviews)
         metrics = {ours: scores.get(theirs, 0) for ours, theirs in METRICS.items()}
         details = {"judge": judge.name, "judge_comparable_to_paper": judge.comparable, "judge_note": judge.note,
