@@ -7,13 +7,13 @@ Layout: RESULTS/<backbone>/<task>/<dataset>.json. A record whose status is `comp
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
 import pandas as pd
+
+from utabench.harness.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 DONE = ("complete", "not_applicable")
@@ -28,18 +28,7 @@ def record_path(results: Path, backbone: str, task: str, dataset: str) -> Path:
 
 
 def write_record(path: Path, record: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"schema": SCHEMA_VERSION, **record}, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, {"schema": SCHEMA_VERSION, **record})
 
 
 def read_record(path: Path) -> Optional[Dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List
 import torch
 
 from utabench.harness.errors import UtabenchError
+from utabench.harness.io import atomic_write_text
 from utabench.llava.conversation import encode
 from utabench.llava.data import open_image, read_jsonl
 from utabench.llava.judge import parse_score, review_prompt
@@ -95,9 +96,7 @@ class JsonlLog:
         self.path = Path(path)
         self.done = read_complete_lines(self.path, key)
         if self.path.is_file():  # rewrite without the torn line, so appends start on a fresh line
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in self.done.values()), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in self.done.values()))
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, row: Dict[str, Any]) -> None:

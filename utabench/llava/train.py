@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from utabench.harness.errors import UtabenchError
+from utabench.harness.io import atomic_write, atomic_write_json
 from utabench.llava.conversation import IGNORE_INDEX
 from utabench.llava.data import ConversationSet, collate, read_conversations
 from utabench.llava.model import HostedLlava
@@ -65,21 +65,11 @@ class StageRecipe:
         out_dir = Path(out_dir)
         meta = {**self.meta, "stage": self.stage, "template": self.cfg["template"], "steps": steps}
         if self.stage == 1:
-            _atomic(out_dir / "mm_projector.bin", lambda p: torch.save(projector_state(self.hosted.projector), p))
-            _write_json(out_dir / "config.json", llava_config(self.hosted, meta))
+            atomic_write(out_dir / "mm_projector.bin", lambda p: torch.save(projector_state(self.hosted.projector), p))
+            atomic_write_json(out_dir / "config.json", llava_config(self.hosted, meta))
         else:
             save_llava(self.hosted, out_dir, meta)
         return {"llava": meta, "output": str(out_dir)}
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, default=str)))
 
 
 def llava_config(hosted: HostedLlava, meta: Dict[str, Any]) -> Dict[str, Any]:
@@ -105,7 +95,7 @@ def save_llava(hosted: HostedLlava, out_dir: Path, meta: Dict[str, Any]) -> None
     state.update(projector_state(hosted.projector))
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     config = llava_config(hosted, meta)
-    _atomic(out_dir / "model.safetensors",
+    atomic_write(out_dir / "model.safetensors",
             lambda p: save_file(state, str(p), metadata={"format": "pt", "utabench": json.dumps(config["utabench"])}))
     hosted.tokenizer.save_pretrained(str(out_dir))
-    _write_json(out_dir / "config.json", config)
+    atomic_write_json(out_dir / "config.json", config)

@@ -17,6 +17,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from utabench.backbones.openclip import _quiet_root_logger  # importing it also adds our open_clip model configs
 from utabench.harness.errors import UtabenchError
+from utabench.harness.io import atomic_write
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize
 
@@ -51,5 +52,6 @@ class ContrastiveRecipe:
 
         path = Path(out_dir) / "final.safetensors"
         state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-        save_file(state, str(path), metadata={"utabench": json.dumps({"objective": "clip", "steps": steps})})
+        meta = {"utabench": json.dumps({"objective": "clip", "steps": steps})}
+        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
         return {"backbone": {"spec": f"clip:{self.model_name}", "checkpoint": str(path)}, "objective": "clip"}

@@ -23,6 +23,7 @@ from utabench.backbones.uta import build_text_tower
 from utabench.backbones.uta_checkpoint import timm_to_release
 from utabench.harness.checkpoint import load_strict
 from utabench.harness.errors import NotApplicable, UtabenchError
+from utabench.harness.io import atomic_write
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import get_objective, objective_loss
@@ -145,8 +146,8 @@ class DistillRecipe:
         state = timm_to_release(self.module.visual, self.text_state, self.module.config["vision"]["pt_seq_len"],
                                 logit_scale)
         path = Path(out_dir) / "final.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path),
-                  metadata={"utabench": json.dumps({"objective": self.objective.name, "steps": steps})})
+        meta = {"utabench": json.dumps({"objective": self.objective.name, "steps": steps})}
+        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta))
         entry = {"spec": f"uta:{self.module.model_name}", "checkpoint": str(path)}
         if not self.text_state:  # an image-only teacher's student pairs with a text tower given separately
             entry["text"] = None

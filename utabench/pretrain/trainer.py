@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from utabench.harness.checkpoint import read_state_dict
 from utabench.harness.distributed import DistInfo, barrier
 from utabench.harness.errors import UtabenchError
+from utabench.harness.io import atomic_write, atomic_write_json
 from utabench.pretrain.config import differences, fingerprint
 from utabench.pretrain.data import StepSampler
 
@@ -70,12 +70,6 @@ def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
@@ -125,7 +119,8 @@ class Trainer:
         if self.dist.is_main:
             folder = self.out_dir / "checkpoints"
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(self._checkpoint_state(step), folder / f"step-{step:08d}.pt")
+            state = self._checkpoint_state(step)
+            atomic_write(folder / f"step-{step:08d}.pt", lambda tmp: torch.save(state, tmp))
             for old in sorted(folder.glob("step-*.pt"))[:-self.keep_checkpoints]:
                 old.unlink()
         barrier(self.dist)
@@ -186,9 +181,7 @@ class Trainer:
         meta = self.recipe.export(self.out_dir, steps=self.total_steps) if self.dist.is_main else None
         if self.dist.is_main:
             meta.update({"fingerprint": fingerprint(self.cfg), "config": self.cfg, "steps": self.total_steps})
-            tmp = done.with_name(".final.json.tmp")
-            tmp.write_text(json.dumps(meta, indent=1, default=str))
-            os.replace(tmp, done)
+            atomic_write_json(done, meta, indent=1)
         barrier(self.dist)
         return done
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from typing import List
 
 import torch
@@ -20,6 +18,7 @@ from tqdm import tqdm
 from utabench.backbones.base import Backbone
 from utabench.harness.context import RunContext
 from utabench.harness.distributed import barrier
+from utabench.harness.io import atomic_write
 
 
 def classifier_key(text_fingerprint: str, classnames: List[str], templates: List[str]) -> str:
@@ -48,10 +47,7 @@ def zero_shot_classifier(backbone: Backbone, classnames: List[str], templates: L
     path = ctx.cache_dir / "classifiers" / f"{key}.safetensors"
     if ctx.dist.is_main and not path.is_file():
         weights = compute_classifier(backbone, classnames, templates, ctx)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_file({"weights": weights.contiguous()}, tmp, metadata={"classes": str(len(classnames))})
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file({"weights": weights.contiguous()}, str(tmp),
+                                                 metadata={"classes": str(len(classnames))}))
     barrier(ctx.dist)
     return load_file(str(path))["weights"]
