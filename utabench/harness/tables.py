@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, Tuple
 import pandas as pd
 
 from utabench.harness.errors import UtabenchError
+from utabench.harness.paper import match_row
 
 
 @dataclass(frozen=True)
@@ -24,76 +25,105 @@ class TableSpec:
     number: int
     title: str
     csv: str
-    columns: Tuple[Tuple[str, str, str, str], ...]  # (column label, task, dataset type, metric or a record field)
+    # (column label, task, dataset types in order of preference, metric or a record field)
+    columns: Tuple[Tuple[str, str, Tuple[str, ...], str], ...]
     average: bool
-    paper_model: Callable[[str], str]  # how a backbone's `paper.model` is spelled in this table
-    comparable: Optional[str] = None  # a record field that is False where ours cannot be set against the paper's
+    # why a backbone's numbers cannot be set against its published row (None: they can)
+    incomparable: Optional[Callable[[pd.DataFrame, Optional[pd.Series]], Optional[str]]] = None
+
+
+def _first(group: pd.DataFrame, field: str):
+    values = group[field].dropna() if field in group else []
+    return values.iloc[0] if len(values) else None
+
+
+def _llava_incomparable(group: pd.DataFrame, ref: Optional[pd.Series]) -> Optional[str]:
+    """Table 3 compares only GPT-4-judged LLaVA-Bench runs of the paper's variant (COCO)."""
+    reasons = []
+    if _first(group, "provenance.task_details.judge_comparable_to_paper") is False:
+        reasons.append(f"judged by {_first(group, 'provenance.task_details.judge')}, not GPT-4")
+    variant = _first(group, "provenance.task_details.variant") or "in-the-wild"
+    if ref is not None and variant != ref.get("variant"):
+        reasons.append(f"ran LLaVA-Bench ({variant}) where the paper ran LLaVA-Bench ({ref.get('variant')})")
+    return "; ".join(reasons) or None
 
 
 _ZS = "zeroshot-classification"
 TABLE1 = TableSpec(
     1, "Table 1: zero-shot classification, top-1 (%)", "paper_table1.csv",
-    tuple((label, _ZS, dataset, "top1") for label, dataset in (
+    tuple((label, _ZS, (dataset,), "top1") for label, dataset in (
         ("IN-1K", "imagenet"), ("IN-A", "imagenet-a"), ("IN-R", "imagenet-r"), ("IN-V2", "imagenet-v2"),
         ("IN-S", "imagenet-sketch"), ("ObjectNet", "objectnet"))),
-    True, lambda model: model,
+    True,
 )
 TABLE2 = TableSpec(
     2, "Table 2: zero-shot retrieval, recall (%)", "paper_table2.csv",
-    tuple((f"{ds} {side} R@{k}", "retrieval", ds.lower(), f"{side}_r{k}") for side in ("text", "image")
+    tuple((f"{ds} {side} R@{k}", "retrieval", (ds.lower(),), f"{side}_r{k}") for side in ("text", "image")
           for ds in ("Flickr30k", "COCO") for k in (1, 5, 10)),
-    False, lambda model: model.split("/")[0],
+    False,
 )
+_LLAVA_SETS = ("llava-bench-coco", "llava-bench")
 TABLE3 = TableSpec(
     3, "Table 3: LLaVA-Bench (frozen encoder), relative score (%)", "paper_table3.csv",
-    tuple((label, "llava-bench", "llava-bench", metric) for label, metric in (
+    tuple((label, "llava-bench", _LLAVA_SETS, metric) for label, metric in (
         ("Conversation", "conversation"), ("Detail", "detail"), ("Reasoning", "complex"), ("Overall", "overall"),
-        ("Judge", "provenance.task_details.judge"))),
-    False, lambda model: model.split("@")[0], comparable="provenance.task_details.judge_comparable_to_paper",
+        ("Variant", "provenance.task_details.variant"), ("Judge", "provenance.task_details.judge"))),
+    False, incomparable=_llava_incomparable,
 )
 TABLE4 = TableSpec(
     4, "Table 4: zero-shot ImageNet top-1 (%) and ADE20K segmentation mIoU (%, UperNet)", "paper_table4.csv",
-    (("IN-1K ZS", _ZS, "imagenet", "top1"), ("ADE20K mIoU", "segmentation", "ade20k", "mIoU")),
-    False, lambda model: model.split("/")[0],
+    (("IN-1K ZS", _ZS, ("imagenet",), "top1"), ("ADE20K mIoU", "segmentation", ("ade20k",), "mIoU")),
+    False,
 )
 TABLE5 = TableSpec(
     5, "Table 5: detection and instance segmentation, AP (%, Cascade Mask R-CNN)", "paper_table5.csv",
-    (("COCO APbox", "detection", "coco", "box_ap"), ("COCO APmask", "detection", "coco", "mask_ap"),
-     ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap")),
-    False, lambda model: model.split("/")[0],
+    (("COCO APbox", "detection", ("coco",), "box_ap"), ("COCO APmask", "detection", ("coco",), "mask_ap"),
+     ("LVIS APbox", "detection", ("lvis",), "box_ap"), ("LVIS APmask", "detection", ("lvis",), "mask_ap")),
+    False,
 )
 TABLES = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
 TABLE6_TITLE = "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)"
 _OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA", "clip": "CLIP (teacher)"}
-_ZS_SETS = [dataset for _, _, dataset, _ in TABLE1.columns]
+_ZS_SETS = [datasets[0] for _, _, datasets, _ in TABLE1.columns]
 
 
 def published_table(csv: str) -> pd.DataFrame:
-    """A published table kept in `utabench/results/`."""
-    return pd.read_csv(StringIO(resources.files("utabench.results").joinpath(csv).read_text()), dtype={"pairs": str})
+    """A published table kept in `utabench/results/` (its `#` lines say where the row keys come from)."""
+    text = resources.files("utabench.results").joinpath(csv).read_text()
+    return pd.read_csv(StringIO(text), comment="#", dtype=str, keep_default_na=False).apply(_numbers)
+
+
+def _numbers(column: pd.Series) -> pd.Series:
+    """Score columns as floats (blank: not published), whole-number columns (input sizes) as ints; names, pairs
+    and row keys stay text."""
+    if column.name.startswith("key_") or not (column != "").any():
+        return column
+    converted = pd.to_numeric(column.replace("", None), errors="coerce")
+    if converted.notna().sum() != (column != "").sum():
+        return column
+    whole = converted.notna().all() and (converted == converted.round()).all() and "." not in "".join(column)
+    return converted.astype(int) if whole else converted
 
 
 def paper_table(spec: TableSpec) -> pd.DataFrame:
     return published_table(spec.csv)
 
 
+def shown_published(published: pd.DataFrame) -> pd.DataFrame:
+    """The published table as the paper prints it (without utabench's row-key columns)."""
+    return published[[c for c in published.columns if not c.startswith("key_")]]
+
+
 def _paper_of(group: pd.DataFrame) -> Optional[dict]:
     """The backbone's `paper` entry, which pandas flattened into paper.method / paper.model / paper.pairs."""
-    fields = ("method", "model", "pairs")
-    if not all(f"paper.{f}" in group for f in fields):
+    if "paper.method" not in group or "paper.model" not in group:
         return None
-    known = group.dropna(subset=[f"paper.{f}" for f in fields])
-    return {f: known.iloc[0][f"paper.{f}"] for f in fields} if len(known) else None
-
-
-def _paper_row(spec: TableSpec, paper: Optional[dict], published: pd.DataFrame) -> Optional[pd.Series]:
-    if not isinstance(paper, dict):
+    known = group.dropna(subset=["paper.method", "paper.model"])
+    if not len(known):
         return None
-    model = spec.paper_model(str(paper.get("model", "")))
-    hit = published[(published.method == paper.get("method")) & (published.model == model)]
-    if "pairs" in published:
-        hit = hit[hit.pairs == str(paper.get("pairs"))]
-    return hit.iloc[0] if len(hit) else None
+    first = known.iloc[0]
+    return {f: first.get(f"paper.{f}") for f in ("method", "model", "pairs")
+            if isinstance(first.get(f"paper.{f}"), str)}
 
 
 def _fmt(value, signed: bool = False) -> str:
@@ -104,8 +134,20 @@ def _fmt(value, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
+def _value(group: pd.DataFrame, task: str, datasets: Tuple[str, ...], metric: str):
+    for dataset_type in datasets:
+        hit = group[(group.task == task) & (group.dataset_type == dataset_type)]
+        if not hit.empty:
+            if hit.iloc[0].status == "not_applicable":
+                return "n/a"
+            value = hit.iloc[0].get(metric if "." in metric else f"metrics.{metric}")
+            return None if isinstance(value, float) and pd.isna(value) else value
+    return None
+
+
 def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
-    """Long-form rows: one per (backbone, column) with ours, paper and delta (numbers, or 'n/a')."""
+    """Long-form rows: one per (backbone, column) with ours, paper and delta (numbers, or 'n/a'); `paper_row` names
+    the published row (or says that none or several match) and `note` why ours cannot be compared, if so."""
     if records.empty or "task" not in records:
         return []
     published = paper_table(spec)
@@ -113,33 +155,26 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
     tasks = {task for _, task, _, _ in spec.columns}
     shown = set(records[records.task.isin(tasks - {_ZS} if len(tasks) > 1 else tasks)].backbone)
     for backbone, group in records[records.backbone.isin(shown)].groupby("backbone", sort=True):
-        ref = _paper_row(spec, _paper_of(group), published)
-        values = {}
-        for label, task, dataset_type, metric in spec.columns:
-            hit = group[(group.task == task) & (group.dataset_type == dataset_type)]
-            if hit.empty:
-                values[label] = None
-            elif hit.iloc[0].status == "not_applicable":
-                values[label] = "n/a"
-            else:
-                values[label] = hit.iloc[0].get(metric if "." in metric else f"metrics.{metric}")
+        match = match_row(published, _paper_of(group), spec.number)
+        ref = match.row if match else None
+        values = {label: _value(group, task, datasets, metric) for label, task, datasets, metric in spec.columns}
         if spec.average:
             numbers = [v for v in values.values() if isinstance(v, float)]
             values["Average"] = sum(numbers) / len(numbers) if len(numbers) == len(spec.columns) else None
-        comparable = not spec.comparable or spec.comparable not in group or group[spec.comparable].ne(False).all()
+        note = spec.incomparable(group, ref) if spec.incomparable else None
         for label, ours in values.items():
-            theirs = ref[label] if ref is not None else None
-            delta = ours - theirs if comparable and isinstance(ours, float) and isinstance(theirs, float) else None
-            rows.append({"table": spec.number, "backbone": backbone,
-                         "paper_row": " ".join(str(ref[k]) for k in ("method", "model", "pairs") if k in ref)
-                         if ref is not None else "",
-                         "column": label, "ours": ours, "paper": theirs, "delta": delta, "comparable": comparable})
+            theirs = ref[label] if ref is not None and label in ref else None
+            delta = ours - theirs if not note and isinstance(ours, float) and isinstance(theirs, float) else None
+            rows.append({"table": spec.number, "backbone": backbone, "paper_row": match.label if match else "",
+                         "column": label, "ours": ours, "paper": theirs, "delta": delta, "comparable": not note,
+                         "note": note or ""})
     return rows
 
 
 def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> str:
     rows = pd.DataFrame(table_rows(records, spec))
     out = [f"### {spec.title}", ""]
+    notes = []
     if rows.empty:
         out.append("(no results for this table yet)")
     else:
@@ -150,15 +185,17 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
             lines.append({"Backbone": backbone, **{c: _fmt(by.ours[c]) for c in columns}})
             if group.paper_row.iloc[0]:
                 lines.append({"Backbone": f"↳ paper: {group.paper_row.iloc[0]}", **{c: _fmt(by.paper[c]) for c in columns}})
-                lines.append({"Backbone": "↳ Δ (ours − paper)", **{c: _fmt(by.delta[c], True) for c in columns}})
+                if by.paper.notna().any():
+                    lines.append({"Backbone": "↳ Δ (ours − paper)", **{c: _fmt(by.delta[c], True) for c in columns}})
+            if group.note.iloc[0]:
+                notes.append(f"- {backbone}: no Δ: {group.note.iloc[0]}.")
         out.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
-        if not rows.comparable.all():
-            out += ["", "Rows without Δ were scored differently from the paper (e.g. a judge other than GPT-4): their "
-                        "numbers cannot be set against the published ones."]
+    if notes:
+        out += [""] + notes
     if with_paper:
-        published = paper_table(spec)
+        published = shown_published(paper_table(spec))
         out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper):", "",
-                published.to_markdown(index=False, floatfmt=".1f")]
+                published.to_markdown(index=False, floatfmt=".1f", disable_numparse=True)]
     return "\n".join(out) + "\n"
 
 
@@ -209,7 +246,7 @@ def render_table6(records: pd.DataFrame, with_paper: bool) -> str:
         out.append(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))
     if with_paper:
         out += ["", "Published (Table 6 of the UTA paper; ViT-B, 90 epochs on ImageNet-21K; MIM has no zero-shot):",
-                "", published_table("paper_table6.csv").to_markdown(index=False, floatfmt=".1f")]
+                "", published_table("paper_table6.csv").to_markdown(index=False, floatfmt=".1f", disable_numparse=True)]
     return "\n".join(out) + "\n"
 
 
@@ -222,7 +259,7 @@ def render(records: pd.DataFrame, fmt: str = "markdown", tables=(1, 2, 3, 4, 5, 
                          render_table6(records, with_paper) for t in tables)
     if fmt == "csv":
         rows = [row for t in tables if t != 6 for row in table_rows(records, TABLES[t])]
-        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable"]
+        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable", "note"]
         out = pd.DataFrame(rows, columns=columns).to_csv(index=False)
         table6 = table6_rows(records) if 6 in tables else []
         return out + ("\n" + pd.DataFrame(table6).to_csv(index=False) if table6 else "")
