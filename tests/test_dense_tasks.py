@@ -80,10 +80,11 @@ def test_backbone_without_dense_features(world, tmp_path, capsys, monkeypatch):
 
             return transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
 
-    # registered for this test only: other tests list the known families
-    monkeypatch.setitem(BACKBONES._entries, "text-only", TextOnly)
-    monkeypatch.setitem(BACKBONES._help, "text-only", "")
-    code = _run(world, tmp_path / "r", "segmentation", "ade20k", "upernet_world_ade20k", backbone="text-only:x")
+    BACKBONES.register("text-only")(TextOnly)
+    try:  # registered for this test only: other tests list the known families
+        code = _run(world, tmp_path / "r", "segmentation", "ade20k", "upernet_world_ade20k", backbone="text-only:x")
+    finally:
+        BACKBONES.remove("text-only")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "text-only:x cannot give dense features" in err[-1] and "no ViT image tower" in err[-1]
 

@@ -134,7 +134,7 @@ def test_empty_image_directory_is_refused(world, tmp_path, capsys):
     cfg.write_text(json.dumps({"student": {"model": "world"}, "teacher": TEACHER, "mask": {"ratio": 1.0},
                                "data": {"type": "imagefolder", "root": str(world / "imagenet" / "train")}}))
     assert main(["pretrain", "uta", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
-    assert "mask ratio must be in (0, 1)" in capsys.readouterr().err
+    assert "mask.ratio: Input should be less than 1 (got 1.0)" in capsys.readouterr().err
 
 
 def test_students_read_webdataset_shards_and_teachers_train_on_pairs(world, tmp_path):

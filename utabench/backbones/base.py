@@ -12,9 +12,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from utabench.harness.errors import NotApplicable
+from utabench.harness.schema import Schema
+
+
+class ImageOptions(Schema):
+    """Options every backbone family takes (keys of its YAML entry, or `--option KEY=VALUE`)."""
+
+    image_size: Optional[PositiveInt] = None  # input resolution (position embeddings are resized); default: the config's
+    seed: NonNegativeInt = 0  # seeds the random initialisation when no checkpoint is given
 
 
 @dataclass

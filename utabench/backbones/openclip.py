@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Sequence
 import open_clip
 import torch
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
 from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import BACKBONES
@@ -133,6 +133,7 @@ class OpenClipBackbone(Backbone):
         return [torch.cat([p, x], dim=1) for p, x in zip(out["image_intermediates_prefix"], out["image_intermediates"])]
 
 
-@BACKBONES.register("clip", help="open_clip CLIP models (OpenAI CLIP, OpenCLIP, DataComp): clip:<open_clip config>")
+@BACKBONES.register("clip", help="open_clip CLIP models (OpenAI CLIP, OpenCLIP, DataComp): clip:<open_clip config>",
+                    schema=ImageOptions)
 def build_clip(spec: BackboneSpec) -> Backbone:
     return OpenClipBackbone(spec, family="clip")

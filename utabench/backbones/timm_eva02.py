@@ -13,7 +13,7 @@ import open_clip
 import timm
 import torch
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
 from utabench.backbones.openclip import OpenClipBackbone
 from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.harness.errors import UtabenchError
@@ -65,6 +65,7 @@ class TimmImageBackbone(Backbone):
 @BACKBONES.register(
     "eva02",
     help="EVA-02: eva02:<open_clip EVA02-* config> (EVA-02-CLIP) or eva02:<timm eva02_* model> (MIM, image-only)",
+    schema=ImageOptions,
 )
 def build_eva02(spec: BackboneSpec) -> Backbone:
     if spec.model in open_clip.list_models():

@@ -12,22 +12,40 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 from open_clip.model import CLIPTextCfg, _build_text_tower
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transform import image_transform
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from pydantic import field_validator
 from timm.models.eva import Eva
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
 from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import BACKBONES
 
 CONFIG_DIR = Path(__file__).parent / "model_configs" / "uta"
+
+
+class UtaOptions(ImageOptions):
+    """`text`: `checkpoint` (the text tower stored beside the image tower), a CLIP backbone entry whose text tower
+    to use, or null (image tower only)."""
+
+    text: Union[Literal["checkpoint"], None, Dict[str, Any], str] = "checkpoint"
+
+    @field_validator("text")
+    @classmethod
+    def _text_tower(cls, value):
+        if value is None or value == "checkpoint":
+            return value
+        from utabench.backbones.factory import parse_backbone_spec
+
+        parse_backbone_spec(value, where="option text")  # a text tower's entry is checked like any backbone's
+        return value
 
 
 def uta_config_names() -> List[str]:
@@ -144,6 +162,7 @@ class UtaBackbone(Backbone):
         return [torch.cat([prefix, x], dim=1) for x, prefix in out]
 
 
-@BACKBONES.register("uta", help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>")
+@BACKBONES.register("uta", help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>",
+                    schema=UtaOptions)
 def build_uta(spec: BackboneSpec) -> Backbone:
     return UtaBackbone(spec)

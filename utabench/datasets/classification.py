@@ -18,6 +18,21 @@ from utabench.datasets.vocab import (imagenet_class_index, imagenet_subset_wnids
                                      read_templates)
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
+from utabench.harness.schema import Schema
+
+
+class ImageNetEntry(Schema):
+    classes: Optional[str] = None  # class index JSON [[wnid, name], ...] (default: the 1000 ImageNet classes)
+    templates: Optional[str] = None  # prompt templates with {c}: a JSON list or one per line (default: OpenAI's 80)
+
+
+class ObjectNetEntry(Schema):
+    templates: Optional[str] = None
+
+
+class ImageFolderEntry(Schema):
+    classnames: Optional[str] = None  # class names JSON (default: the folder names)
+    templates: Optional[str] = None
 
 
 @dataclass
@@ -56,9 +71,15 @@ def _class_folders(root: Path, layout: str) -> List[str]:
 
 
 def _samples(root: Path, folders: List[str], labels: List[int], layout: str) -> List[Tuple[Path, int]]:
-    samples = [(path, label) for folder, label in zip(folders, labels) for path in list_images(root / folder)]
-    if not samples:
-        raise UtabenchError(f"{root} has class folders but no images; expected {layout}")
+    """(image, label) of every class folder; a folder without images is refused (it would count as a class that
+    can never be right or wrong, and usually means an incomplete copy)."""
+    samples = []
+    for folder, label in zip(folders, labels):
+        images = list_images(root / folder)
+        if not images:
+            raise UtabenchError(f"class folder {root / folder} has no images; expected {layout} (copy the "
+                                "missing images, or remove the folder and pass a class list without it)")
+        samples += [(path, label) for path in images]
     return samples
 
 
@@ -94,30 +115,32 @@ def _wnid_dataset(cfg, type_: str, layout: str, subdirs=(), subset: Optional[str
     return _build(cfg, type_, root, _samples(root, folders, list(range(len(folders))), layout), subset_names)
 
 
-@DATASETS.register("imagenet", help="ImageNet-1K val: ROOT/val/<wnid>/*.JPEG (or ROOT/<wnid>/...)")
+@DATASETS.register("imagenet", help="ImageNet-1K val: ROOT/val/<wnid>/*.JPEG (or ROOT/<wnid>/...)",
+                   schema=ImageNetEntry)
 def imagenet(cfg):
     return _wnid_dataset(cfg, "imagenet", "ROOT/val/<wnid>/*.JPEG with the 1000 wnid folders", subdirs=("val",))
 
 
-@DATASETS.register("imagenet-sketch", help="ImageNet-Sketch: ROOT/sketch/<wnid>/*.JPEG (or ROOT/<wnid>/...)")
+@DATASETS.register("imagenet-sketch", help="ImageNet-Sketch: ROOT/sketch/<wnid>/*.JPEG (or ROOT/<wnid>/...)",
+                   schema=ImageNetEntry)
 def imagenet_sketch(cfg):
     return _wnid_dataset(cfg, "imagenet-sketch", "ROOT/sketch/<wnid>/*.JPEG with 1000 wnid folders",
                          subdirs=("sketch",))
 
 
-@DATASETS.register("imagenet-a", help="ImageNet-A: ROOT/<wnid>/*.jpg, the 200 wnid folders")
+@DATASETS.register("imagenet-a", help="ImageNet-A: ROOT/<wnid>/*.jpg, the 200 wnid folders", schema=ImageNetEntry)
 def imagenet_a(cfg):
     return _wnid_dataset(cfg, "imagenet-a", "ROOT/<wnid>/*.jpg with the 200 ImageNet-A wnid folders",
                          subdirs=("imagenet-a",), subset="a")
 
 
-@DATASETS.register("imagenet-r", help="ImageNet-R: ROOT/<wnid>/*.jpg, the 200 wnid folders")
+@DATASETS.register("imagenet-r", help="ImageNet-R: ROOT/<wnid>/*.jpg, the 200 wnid folders", schema=ImageNetEntry)
 def imagenet_r(cfg):
     return _wnid_dataset(cfg, "imagenet-r", "ROOT/<wnid>/*.jpg with the 200 ImageNet-R wnid folders",
                          subdirs=("imagenet-r",), subset="r")
 
 
-@DATASETS.register("imagenet-v2", help="ImageNet-V2 matched-frequency: ROOT/<0..999>/*.jpeg")
+@DATASETS.register("imagenet-v2", help="ImageNet-V2 matched-frequency: ROOT/<0..999>/*.jpeg", schema=ImageNetEntry)
 def imagenet_v2(cfg):
     layout = "ROOT/<class index 0..999>/*.jpeg (imagenetv2-matched-frequency-format-val)"
     root = _first_existing(_root(cfg, layout), ("imagenetv2-matched-frequency-format-val",))
@@ -129,7 +152,8 @@ def imagenet_v2(cfg):
     return _build(cfg, "imagenet-v2", root, _samples(root, folders, [int(f) for f in folders], layout), names)
 
 
-@DATASETS.register("objectnet", help="ObjectNet 1.0: ROOT/objectnet-1.0/{images,mappings}; 113 ImageNet classes")
+@DATASETS.register("objectnet", help="ObjectNet 1.0: ROOT/objectnet-1.0/{images,mappings}; 113 ImageNet classes",
+                   schema=ObjectNetEntry)
 def objectnet(cfg):
     layout = ("ROOT/objectnet-1.0/images/<folder>/*.png and ROOT/objectnet-1.0/mappings/"
               "{folder_to_objectnet_label.json, objectnet_to_imagenet_1k.json}")
@@ -158,7 +182,8 @@ def objectnet(cfg):
                   classnames, extra)
 
 
-@DATASETS.register("imagefolder", help="any ROOT/<class>/*.jpg; class names from folders or a JSON `classnames` file")
+@DATASETS.register("imagefolder", help="any ROOT/<class>/*.jpg; class names from folders or a JSON `classnames` file",
+                   schema=ImageFolderEntry)
 def imagefolder(cfg):
     layout = "ROOT/<class name>/<images>"
     root = _root(cfg, layout)

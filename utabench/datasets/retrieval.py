@@ -10,11 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Literal, Optional
 
 from utabench.datasets.images import fingerprint_files
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
+from utabench.harness.schema import Schema
+
+
+class KarpathyEntry(Schema):
+    annotations: Optional[str] = None  # default: ROOT/dataset_<name>.json
+    split: Literal["test", "val", "train", "restval"] = "test"
 
 
 @dataclass
@@ -61,11 +67,13 @@ def _karpathy(cfg: Dict[str, Any], type_: str, default_ann: str, image_dirs) -> 
                         fingerprint=fingerprint_files(root, images, ann.read_bytes() + split.encode()))
 
 
-@DATASETS.register("flickr30k", help="Flickr30k Karpathy test (1k): ROOT/dataset_flickr30k.json + flickr30k-images/")
+@DATASETS.register("flickr30k", help="Flickr30k Karpathy test (1k): ROOT/dataset_flickr30k.json + flickr30k-images/",
+                   schema=KarpathyEntry)
 def flickr30k(cfg):
     return _karpathy(cfg, "flickr30k", "dataset_flickr30k.json", ("flickr30k-images", "images"))
 
 
-@DATASETS.register("coco", help="COCO Karpathy test (5k): ROOT/dataset_coco.json + ROOT/<filepath>/<filename>")
+@DATASETS.register("coco", help="COCO Karpathy test (5k): ROOT/dataset_coco.json + ROOT/<filepath>/<filename>",
+                   schema=KarpathyEntry)
 def coco(cfg):
     return _karpathy(cfg, "coco", "dataset_coco.json", ())

@@ -16,14 +16,21 @@ from utabench.harness.errors import UtabenchError
 DEFAULT_RESULTS = "utabench-results"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (argparse prints the usage as well)."""
+
+    def error(self, message: str):
+        self.exit(2, f"utabench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help=f"results directory (default: the config's, else ./{DEFAULT_RESULTS})")
     p.add_argument("--force", action="store_true", help="rerun jobs whose records are already complete")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int, help="data-loader worker processes")
-    p.add_argument("--precision", choices=["fp32", "amp_bf16", "amp_fp16"])
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--batch-size")
+    p.add_argument("--workers", help="data-loader worker processes")
+    p.add_argument("--precision", help="fp32 (default), amp_bf16 or amp_fp16")
+    p.add_argument("--threads", help="torch CPU threads")
     p.add_argument("--cache-dir", help="text classifiers and the embedded world (default ~/.cache/utabench)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip unreadable images instead of stopping (they are counted in the record)")
@@ -31,7 +38,7 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="utabench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="utabench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered backbone families, tasks and dataset types")
 
@@ -64,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--judge-base-url", help="llava-bench: the openai judge's base URL (an OpenAI-compatible API)")
     run.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                      help="llava-bench: the environment variable holding the judge's API key")
-    run.add_argument("--paper", help="paper row to compare with: 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
+    run.add_argument("--paper", help="paper row to compare with: 'METHOD MODEL [PAIRS]', e.g. 'UTA B/16@224 2B'")
     _add_run_settings(run)
 
     run_all = sub.add_parser("run-all", help="every (backbone, task, dataset) of a config, then the tables")
@@ -78,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, final.safetensors")
     pre.add_argument("--resume", help="a checkpoint to continue from (default: the latest one in --out)")
     pre.add_argument("--device", help="auto (default), cpu or cuda")
-    pre.add_argument("--workers", type=int, help="data-loader worker processes (default: the config's)")
-    pre.add_argument("--threads", type=int, help="torch CPU threads")
+    pre.add_argument("--workers", help="data-loader worker processes (default: the config's)")
+    pre.add_argument("--threads", help="torch CPU threads")
+    pre.add_argument("--cache-dir", help="where a `{world}` config's embedded world and `pretrain:` teachers are kept "
+                     "(default ~/.cache/utabench)")
+    pre.add_argument("--world-seed", type=int, default=0, help="the embedded world a config's `{world}` paths name "
+                     "(generated into the cache directory if needed)")
+    pre.add_argument("--world", help="a generated world's directory for `{world}` instead")
     pre.add_argument("--no-progress", action="store_true")
 
     masks = sub.add_parser("masks", help="masking location probabilities (paper Fig. 3) as a PNG")
@@ -106,29 +118,44 @@ def _device_type(device: str) -> str:
     return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
+SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir")
+
+
+def _settings(args, settings: dict) -> dict:
+    """The config's settings (already checked) overridden by the command line's, which are checked here."""
+    from utabench.harness.config import Settings
+    from utabench.harness.schema import flag_name, validated_dict
+
+    given = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
+    if getattr(args, "skip_corrupt", False):
+        given["skip_corrupt"] = True
+    return {**settings, **validated_dict(Settings, given, "command line", name=flag_name)}
+
+
 def _context(args, settings: dict):
     import torch
 
     from utabench.harness.context import RunContext, resolve_device
     from utabench.harness.distributed import init_distributed
 
-    def pick(name, default):
-        value = getattr(args, name, None)
-        return value if value is not None else settings.get(name, default)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick("device", "auto")
+    settings = _settings(args, settings)
+    if settings.get("threads"):
+        torch.set_num_threads(int(settings["threads"]))
+    device = settings.get("device", "auto")
     info = init_distributed(_device_type(device))
+    cache = settings.get("cache_dir") or os.environ.get("UTABENCH_CACHE") or Path.home() / ".cache" / "utabench"
     return RunContext(
-        device=resolve_device(device, info), batch_size=int(pick("batch_size", 64)), workers=int(pick("workers", 0)),
-        precision=pick("precision", "fp32"),
-        cache_dir=Path(pick("cache_dir", os.environ.get("UTABENCH_CACHE", Path.home() / ".cache" / "utabench"))),
-        skip_corrupt=args.skip_corrupt, progress=not args.no_progress and sys.stderr.isatty(), dist=info,
+        device=resolve_device(device, info), batch_size=int(settings.get("batch_size", 64)),
+        workers=int(settings.get("workers", 0)), precision=settings.get("precision", "fp32"), cache_dir=Path(cache),
+        skip_corrupt=bool(settings.get("skip_corrupt")),
+        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(), dist=info,
     )
 
 
 def _parse_dataset(args) -> dict:
+    """The dataset entry the `run` flags describe, checked against the task's and the dataset type's schemas."""
+    from utabench.harness.registry import TASKS
+
     if ":" not in args.dataset:
         raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
     type_, root = args.dataset.split(":", 1)
@@ -148,10 +175,14 @@ def _parse_dataset(args) -> dict:
         entry["judge"] = {"type": args.judge}
         if args.judge == "openai":
             entry["judge"].update(model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.judge_key_env)
-    return entry
+    return TASKS.get(args.task)().entry(entry, f"run {args.task} --dataset {args.dataset}")
 
 
 def _parse_backbone(args) -> dict:
+    """The backbone entry the `run` flags describe; `--option` values are checked against the family's options."""
+    from utabench.harness.config import check_backbone_entry
+    from utabench.harness.paper import parse_paper_option
+
     entry = {"spec": args.backbone}
     if args.checkpoint:
         entry["checkpoint"] = args.checkpoint
@@ -159,15 +190,14 @@ def _parse_backbone(args) -> dict:
         entry["name"] = args.name
     for option in args.option:
         if "=" not in option:
-            raise UtabenchError(f"--option {option!r} must be KEY=VALUE")
+            raise UtabenchError(f"--option {option!r} must be KEY=VALUE, e.g. image_size=336")
         key, value = option.split("=", 1)
-        entry[key] = int(value) if value.isdigit() else value
+        if key in entry or key in ("paper", "pretrain", "options"):
+            raise UtabenchError(f"--option {key}=... is not an adapter option; use --{key} for it")
+        entry[key] = value
     if args.paper:
-        parts = args.paper.split()
-        if len(parts) != 3:
-            raise UtabenchError(f"--paper {args.paper!r} must be 'METHOD MODEL PAIRS', e.g. 'UTA B/16@224 2B'")
-        entry["paper"] = dict(zip(("method", "model", "pairs"), parts))
-    return entry
+        entry["paper"] = parse_paper_option(args.paper)
+    return check_backbone_entry(entry, f"--backbone {args.backbone}")
 
 
 def cmd_list(args) -> int:
@@ -189,32 +219,39 @@ def _run(args, backbones, tasks, results: Path, ctx) -> int:
 
 
 def cmd_run(args) -> int:
+    from utabench.harness.io import check_writable_dir
+
+    backbone, dataset = _parse_backbone(args), _parse_dataset(args)
     ctx = _context(args, {})
-    dataset = _parse_dataset(args)
-    return _run(args, [_parse_backbone(args)], {args.task: [dataset]}, Path(args.results or DEFAULT_RESULTS), ctx)
+    results = Path(args.results or DEFAULT_RESULTS)
+    check_writable_dir(results, "results directory", "pass --results DIR")
+    return _run(args, [backbone], {args.task: [dataset]}, results, ctx)
 
 
 def cmd_run_all(args) -> int:
     from utabench.harness.config import load_config, substitute_world
     from utabench.harness.distributed import barrier
+    from utabench.harness.io import check_writable_dir
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
     from utabench.pretrain.resolve import PretrainedResolver
+    from utabench.world import ensure_world, world_root
 
     cfg = load_config(args.config)
     ctx = _context(args, cfg.settings)
-    world = None
-    if cfg.world is not None:
-        from utabench.world import ensure_world
-
+    results = Path(args.results or cfg.results or DEFAULT_RESULTS)
+    check_writable_dir(results, "results directory", "pass --results DIR")
+    log = print if ctx.dist.is_main else (lambda _: None)
+    world = world_root(ctx.cache_dir, cfg.world) if cfg.world is not None else None
+    resolver = PretrainedResolver(ctx, world, log)
+    resolver.check(cfg.backbones)  # every pretraining config is read and checked before anything is generated
+    if world is not None:
         if ctx.dist.is_main:
             ensure_world(ctx.cache_dir, cfg.world)
         barrier(ctx.dist)
-        world = ensure_world(ctx.cache_dir, cfg.world)
+        ensure_world(ctx.cache_dir, cfg.world)
         substitute_world(cfg, world)
-    results = Path(args.results or cfg.results or DEFAULT_RESULTS)
-    log = print if ctx.dist.is_main else (lambda _: None)
-    backbones = PretrainedResolver(ctx, world, log).resolve(cfg.backbones)
+    backbones = resolver.resolve(cfg.backbones)
     _run(args, backbones, cfg.tasks, results, ctx)
     if ctx.dist.is_main:
         print()
@@ -236,23 +273,30 @@ def cmd_tables(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    import torch
-
-    from utabench.harness.context import resolve_device
-    from utabench.harness.distributed import init_distributed
-    from utabench.pretrain.config import load_pretrain_config
+    """Pretrain from a config on its own: `{world}` paths name the embedded world (generated into the cache if
+    needed) and a `teacher: {pretrain: ...}` is trained into the cache first, as run-all does."""
+    from utabench.harness.distributed import barrier
+    from utabench.pretrain.resolve import PretrainedResolver
     from utabench.pretrain.run import pretrain
+    from utabench.world import ensure_world
 
-    cfg = load_pretrain_config(args.config, objective=args.objective)
+    ctx = _context(args, {})
+    log = print if ctx.dist.is_main else (lambda _: None)
+
+    def world():
+        if args.world:
+            return Path(args.world)
+        if ctx.dist.is_main:
+            ensure_world(ctx.cache_dir, {"seed": args.world_seed})
+        barrier(ctx.dist)
+        return ensure_world(ctx.cache_dir, {"seed": args.world_seed})
+
+    cfg = PretrainedResolver(ctx, None, log, world_factory=world).config_for(
+        {"pretrain": args.config, "objective": args.objective})
     if args.workers is not None:
-        cfg["workers"] = args.workers
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or "auto"
-    info = init_distributed(_device_type(device))
-    meta = pretrain(cfg, Path(args.out), resolve_device(device, info), info,
-                    progress=not args.no_progress and sys.stderr.isatty(), resume=args.resume)
-    if info.is_main:
+        cfg["workers"] = int(_settings(args, {})["workers"])
+    meta = pretrain(cfg, Path(args.out), ctx.device, ctx.dist, progress=ctx.progress, resume=args.resume, log=log)
+    if ctx.dist.is_main:
         entry = meta["backbone"]
         print(f"done: {entry['checkpoint']} (backbone {entry['spec']}; use it as "
               f"`--backbone {entry['spec']} --checkpoint {entry['checkpoint']}`)")
@@ -278,7 +322,10 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad flag (one line, printed by Parser.error) or --help
+        return int(exc.code or 0)
     try:
         from utabench.harness.registry import load_all
 

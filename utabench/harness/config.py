@@ -21,11 +21,16 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import yaml
+from pydantic import NonNegativeInt, PositiveInt, field_validator
 
+from utabench.backbones.factory import ENTRY_KEYS
+from utabench.harness.context import PRECISIONS
 from utabench.harness.errors import UtabenchError
+from utabench.harness.paper import PaperSpec
+from utabench.harness.schema import Schema, check_keys, unknown_key_message, validate, validated_dict
 
 DEFAULT_CONFIG = "embedded.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -78,26 +83,107 @@ def bundled_config(name: str) -> Path:
     return Path(str(resources.files("utabench.configs").joinpath(name)))
 
 
+class Settings(Schema):
+    """Run settings (the config's `settings:`; command-line flags of the same names win)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: PositiveInt = 64
+    workers: NonNegativeInt = 0  # data-loader worker processes
+    precision: Literal[PRECISIONS] = "fp32"
+    threads: Optional[PositiveInt] = None  # torch CPU threads
+    cache_dir: Optional[str] = None  # text classifiers, trained models, the embedded world
+    skip_corrupt: bool = False
+
+
+class WorldConfig(Schema):
+    """The embedded world: its seed and, optionally, how many images of each kind (see world/build.py)."""
+
+    seed: NonNegativeInt = 0
+    counts: Optional[Dict[str, NonNegativeInt]] = None
+
+    @field_validator("counts")
+    @classmethod
+    def _known_counts(cls, counts):
+        from utabench.world.build import DEFAULT_COUNTS
+
+        for key in counts or {}:
+            if key not in DEFAULT_COUNTS:
+                raise ValueError(unknown_key_message(key, DEFAULT_COUNTS))
+        return counts
+
+
+class RunConfigFile(Schema):
+    results: Optional[str] = None
+    settings: Optional[Settings] = None
+    world: Optional[WorldConfig] = None
+    backbones: List[Union[str, Dict[str, Any]]]
+    tasks: Dict[str, List[Dict[str, Any]]]
+
+
+PRETRAIN_ENTRY_KEYS = ("name", "pretrain", "objective", "paper")
+
+
+def check_backbone_entry(entry: Any, where: str) -> Any:
+    """Refuse a backbone entry with an unknown key or a bad value; returns it with its options validated."""
+    from utabench.backbones.factory import parse_backbone_spec
+
+    if isinstance(entry, dict) and isinstance(entry.get("pretrain"), str):  # to be pretrained by utabench
+        check_keys(entry, PRETRAIN_ENTRY_KEYS, where)
+        from utabench.pretrain.config import OBJECTIVES
+
+        if entry.get("objective") is not None and entry["objective"] not in OBJECTIVES:
+            raise UtabenchError(f"{where}: objective {entry['objective']!r} is not one of {', '.join(OBJECTIVES)}")
+    elif isinstance(entry, dict):
+        entry = dict(entry)
+        extra = {k: entry.pop(k) for k in ("paper", "pretrain") if k in entry}  # `pretrain`: how it was trained
+        spec = parse_backbone_spec(entry, where=where)
+        entry = {k: v for k, v in entry.items() if k in ENTRY_KEYS}
+        entry.update(spec.options)
+        entry.update(extra)
+    else:
+        parse_backbone_spec(entry, where=where)
+    if isinstance(entry, dict) and entry.get("paper") is not None:
+        entry["paper"] = validated_dict(PaperSpec, entry["paper"], f"{where}: paper")
+    return entry
+
+
+def _backbone_key(entry: Any) -> str:
+    if isinstance(entry, str):
+        return entry
+    return entry.get("name") or entry.get("spec") or f"{entry.get('family')}:{entry.get('model')}"
+
+
 def load_config(path: Optional[str] = None) -> RunConfig:
+    """Read and check a run config: every key of every level is known, every value has its type and range, every
+    dataset entry fits its task and type. Nothing is generated, trained or written before this passes."""
+    from utabench.harness.registry import TASKS
+
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
     raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
-    unknown = set(raw) - {"results", "settings", "world", "backbones", "tasks"}
-    if unknown:
-        raise UtabenchError(f"config {source}: unknown top-level keys {', '.join(sorted(unknown))}; "
-                            "allowed: results, settings, world, backbones, tasks")
-    cfg = _expand(raw, str(source))
-    backbones, tasks = cfg.get("backbones") or [], cfg.get("tasks") or {}
-    if not isinstance(backbones, list) or not backbones:
+    cfg = validate(RunConfigFile, _expand(raw, str(source)), f"config {source}")
+    if not cfg.backbones:
         raise UtabenchError(f"config {source}: `backbones` must be a non-empty list of backbone entries")
-    if not isinstance(tasks, dict) or not tasks or not all(isinstance(v, list) for v in tasks.values()):
+    if not cfg.tasks:
         raise UtabenchError(f"config {source}: `tasks` must map task names to lists of dataset entries")
-    for task, datasets in tasks.items():
-        for entry in datasets:
-            if not isinstance(entry, dict) or "type" not in entry:
-                raise UtabenchError(f"config {source}: every dataset of task {task} needs a `type` (and `root`)")
-            entry.setdefault("name", entry["type"])
-    return RunConfig(source=str(source), results=cfg.get("results"), settings=dict(cfg.get("settings") or {}),
-                     backbones=backbones, tasks=tasks, world=cfg.get("world"))
+    backbones = [check_backbone_entry(entry, f"config {source}: backbones[{i}] ({_backbone_key(entry)})")
+                 for i, entry in enumerate(cfg.backbones)]
+    names = [_backbone_key(entry) for entry in backbones]
+    tasks = {}
+    for task, datasets in cfg.tasks.items():
+        runner = TASKS.get(task)()
+        tasks[task] = []
+        for i, entry in enumerate(datasets):
+            where = f"config {source}: tasks.{task}[{i}]"
+            entry = runner.entry(entry, where)
+            unknown = [b for b in entry.get("backbones", []) if b not in names]
+            if unknown:
+                raise UtabenchError(f"{where}: `backbones` names {unknown[0]!r}, which is not a backbone of this "
+                                    f"config (backbones: {', '.join(names)})")
+            tasks[task].append(entry)
+    settings = cfg.settings.model_dump(exclude_unset=True) if cfg.settings else {}
+    world = cfg.world.model_dump(exclude_unset=True) if cfg.world else None
+    return RunConfig(source=str(source), results=cfg.results, settings=settings, backbones=backbones, tasks=tasks,
+                     world=world)
 
 
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, TypeVar
+from typing import Callable, Dict, Generic, Optional, TypeVar
 
 from utabench.harness.errors import UtabenchError
 
@@ -14,13 +14,16 @@ class Registry(Generic[T]):
         self.kind, self.plural = kind, plural
         self._entries: Dict[str, T] = {}
         self._help: Dict[str, str] = {}
+        self._schemas: Dict[str, Optional[type]] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[T], T]:
+    def register(self, name: str, help: str = "", schema: Optional[type] = None) -> Callable[[T], T]:
+        """Register under `name`; `schema` (a `harness.schema.Schema`) lists the options an entry of it may give."""
         def decorate(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._entries[name] = obj
             self._help[name] = help or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0]
+            self._schemas[name] = schema
             return obj
 
         return decorate
@@ -30,6 +33,17 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._entries))
             raise UtabenchError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}")
         return self._entries[name]
+
+    def remove(self, name: str) -> None:
+        """Take `name` out again (for entries registered by a test or a plugin for a while)."""
+        self.get(name)
+        for table in (self._entries, self._help, self._schemas):
+            del table[name]
+
+    def schema(self, name: str) -> Optional[type]:
+        """The options schema `name` was registered with (None: it takes no options)."""
+        self.get(name)
+        return self._schemas[name]
 
     def names(self):
         return sorted(self._entries)

@@ -20,11 +20,13 @@ import os
 import re
 import time
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from utabench.harness.errors import UtabenchError
+from utabench.harness.schema import Schema, validated_dict
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 CATEGORY_NAMES = {"llava_bench_conv": "conversation", "llava_bench_detail": "detail",
@@ -114,24 +116,41 @@ class OpenAIJudge:
                             f"{last}); check that it is up, or rerun later: finished reviews are kept")
 
 
-def make_judge(cfg: Dict[str, Any]):
+class OfflineJudgeConfig(Schema):
+    type: Literal["offline"] = "offline"
+
+
+class OpenAIJudgeConfig(Schema):
+    type: Literal["openai"]
+    model: Optional[str] = None  # e.g. gpt-4-0314 (LLaVA's judge)
+    base_url: Optional[str] = None  # an OpenAI-compatible API, e.g. https://api.openai.com/v1
+    api_key_env: str = "OPENAI_API_KEY"
+    max_retries: NonNegativeInt = 5
+    backoff: NonNegativeFloat = 2.0
+    timeout: PositiveFloat = 120.0
+    max_tokens: PositiveInt = 1024
+    temperature: NonNegativeFloat = 0.2
+
+
+JUDGES = {"offline": (OfflineJudgeConfig, OfflineJudge), "openai": (OpenAIJudgeConfig, OpenAIJudge)}
+
+
+def make_judge(cfg: Optional[Dict[str, Any]]):
     cfg = dict(cfg or {"type": "offline"})
-    kind = cfg.pop("type", "offline")
+    kind = cfg.get("type", "offline")
     if "api_key" in cfg:
         raise UtabenchError("judge.api_key is not read from configs (they get shared and recorded): put the key in an "
                             "environment variable and name it with judge.api_key_env")
-    if kind == "offline":
-        return OfflineJudge()
-    if kind == "openai":
-        missing = [k for k in ("model", "base_url") if not cfg.get(k)]
-        if missing:
-            raise UtabenchError(f"the openai judge needs judge.{' and judge.'.join(missing)} "
-                                "(e.g. model: gpt-4-0314, base_url: https://api.openai.com/v1)")
-        try:
-            return OpenAIJudge(**cfg)
-        except TypeError as exc:
-            raise UtabenchError(f"judge settings: {exc}") from None
-    raise UtabenchError(f"unknown judge type {kind!r}; choose offline or openai")
+    if kind not in JUDGES:
+        raise UtabenchError(f"unknown judge type {kind!r}; choose one of {', '.join(JUDGES)}")
+    schema, judge = JUDGES[kind]
+    settings = validated_dict(schema, cfg, "judge", defaults=True)
+    settings.pop("type")
+    missing = [k for k in ("model", "base_url") if k in settings and not settings[k]]
+    if missing:
+        raise UtabenchError(f"the openai judge needs judge.{' and judge.'.join(missing)} "
+                            "(e.g. model: gpt-4-0314, base_url: https://api.openai.com/v1)")
+    return judge(**settings)
 
 
 def summarize(reviews: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -14,22 +14,56 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Literal, Optional
 
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import backbone_entry
 from utabench.harness.checkpoint import load_strict, read_state_dict
 from utabench.harness.config import bundled_config, read_yaml_mapping
 from utabench.harness.errors import UtabenchError
-from utabench.llava.encoder import EncoderSpec, FrozenEncoder
+from utabench.harness.schema import Schema, validated_dict
+from utabench.llava.encoder import SELECT_FEATURES, EncoderSpec, FrozenEncoder
 from utabench.llava.model import HostedLlava, build, host, llm_dtype, load_tokenizer
 from utabench.llava.projector import build_projector
 from utabench.llava.train import TEMPLATE_OF_STAGE, StageRecipe
-from utabench.pretrain.config import deep_merge
+from utabench.pretrain.config import OptimConfig, deep_merge
 
-RECIPE_KEYS = ("projector", "encoder", "llm_dtype", "max_length", "precision", "stage1", "stage2", "generation",
-               "checkpoint_every", "workers", "seed")
+class EncoderConfig(Schema):
+    layer: int = -2  # the block whose tokens feed the projector (LLaVA's default: the second to last)
+    select: Literal[SELECT_FEATURES] = "patch"
+
+
+class StageConfig(Schema):
+    optim: OptimConfig
+
+
+class GenerationConfig(Schema):
+    max_new_tokens: PositiveInt
+    temperature: NonNegativeFloat = 0.0
+
+
+class LlavaRecipe(Schema):
+    """A LLaVA recipe: every key is required, so a recipe says everything it trains with."""
+
+    projector: str  # linear or mlpNx_gelu
+    encoder: EncoderConfig
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    max_length: PositiveInt
+    precision: Literal["auto", "fp32", "amp_bf16"]
+    stage1: StageConfig
+    stage2: StageConfig
+    generation: GenerationConfig
+    checkpoint_every: PositiveInt
+    workers: NonNegativeInt
+    seed: NonNegativeInt
+
+    @field_validator("projector")
+    @classmethod
+    def _projector(cls, value: str) -> str:
+        build_projector(value, 1, 1)  # refuses an unknown projector type
+        return value
 
 
 def load_recipe(name: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -38,14 +72,8 @@ def load_recipe(name: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[s
     if not path.is_file():
         path = bundled_config(f"llava/{name}.yaml")
     raw = read_yaml_mapping(path, "LLaVA recipe", "use paper, world or a YAML file like utabench/configs/llava/paper.yaml")
-    missing = [k for k in RECIPE_KEYS if k not in raw]
-    unknown = [k for k in {**raw, **(overrides or {})} if k not in RECIPE_KEYS]
-    if missing or unknown:
-        raise UtabenchError(f"LLaVA recipe {path}: " + "; ".join(
-            part for part in (f"missing {', '.join(missing)}" if missing else "",
-                              f"unknown keys {', '.join(unknown)}" if unknown else "") if part)
-            + f" (keys: {', '.join(RECIPE_KEYS)})")
-    recipe = deep_merge(raw, overrides or {})
+    where = f"LLaVA recipe {path}" + (" with the dataset's overrides" if overrides else "")
+    recipe = validated_dict(LlavaRecipe, deep_merge(raw, overrides or {}), where, defaults=True)
     recipe["source"] = str(path)
     return recipe
 

@@ -1,5 +1,7 @@
 """Pretraining configurations (YAML): one file says what is trained, from what, on what data, with which optimiser.
 
+    base: uta-b14.yaml                    # optional: start from another config (a path, or one of configs/pretrain/)
+    paper: {table: 6, row: UTA}           # optional: the published row this run reproduces
     objective: uta                        # uta | mim | fd | uta+mim (distillation) or clip (image-text contrastive)
     student: {model: B-14, drop_path: 0.1}                 # a `uta` model config (distillation)
     teacher: {spec: "clip:EVA01-g-14", checkpoint: ...}    # any registered backbone with joint-space tokens
@@ -12,6 +14,7 @@
     checkpoint_every: 1000                # steps
     seed: 0
 
+Every level is a schema: an unknown key (`optim: {epoch: 1}`) or a bad value is refused when the file is read.
 Unset values take the defaults below (the paper's, section 3 and REFERENCE.md). `steps` / `warmup_steps` in
 `optim` override the epoch counts. The fingerprint covers everything that changes the trained weights, so a resume
 from another configuration's checkpoint is refused.
@@ -23,29 +26,99 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from utabench.harness.config import _expand, read_yaml_mapping
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from utabench.harness.config import _expand, bundled_config, check_backbone_entry, read_yaml_mapping
 from utabench.harness.errors import UtabenchError
+from utabench.harness.schema import Schema, validated_dict
+from utabench.pretrain.masking import MASK_TYPES
+from utabench.pretrain.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
 
-DEFAULTS: Dict[str, Any] = {
-    "objective": "uta",
-    "student": {"model": "B-14", "drop_path": 0.0, "grad_checkpointing": False},
-    "teacher": None,
-    "model": None,
-    "data": {"type": "imagefolder", "scale": [0.4, 1.0], "ratio": [0.75, 1.3333333], "hflip": True},
-    "mask": {"type": "block-r", "ratio": 0.5, "min_block": 16, "min_aspect": 0.3, "reverse_prob": 0.5},
-    "optim": {"batch_size": 4096, "epochs": 150, "lr": 1.5e-3, "min_lr": 1.0e-5, "warmup_epochs": 1,
-              "weight_decay": 0.05, "betas": [0.9, 0.98], "eps": 1.0e-6, "clip_grad": None},
-    "precision": "auto",
-    "checkpoint_every": 1000,
-    "seed": 0,
-    "workers": 4,
-}
-# what does not change the trained weights (so it may differ on resume)
-_RUN_ONLY = ("checkpoint_every", "workers", "student.grad_checkpointing")
-DISTILL_OBJECTIVES = ("uta", "mim", "fd", "uta+mim")
+DISTILL_OBJECTIVES = tuple(OBJECTIVE_REGISTRY)
 OBJECTIVES = DISTILL_OBJECTIVES + ("clip",)
+# what does not change the trained weights (so it may differ on resume)
+_RUN_ONLY = ("checkpoint_every", "workers", "student.grad_checkpointing", "paper.table", "paper.row")
+Range = Tuple[PositiveFloat, PositiveFloat]
+
+
+class OptimConfig(Schema):
+    """The shared trainer's optimiser and schedule: AdamW, linear warm-up, cosine to `min_lr`."""
+
+    batch_size: PositiveInt = 4096  # global, over all processes and accumulation steps
+    epochs: PositiveFloat = 150
+    steps: Optional[PositiveInt] = None  # overrides `epochs`
+    lr: PositiveFloat = 1.5e-3
+    min_lr: NonNegativeFloat = 1.0e-5
+    warmup_epochs: NonNegativeFloat = 1
+    warmup_steps: Optional[NonNegativeInt] = None  # overrides `warmup_epochs`
+    weight_decay: NonNegativeFloat = 0.05
+    betas: Tuple[float, float] = (0.9, 0.98)
+    eps: PositiveFloat = 1.0e-6
+    clip_grad: Optional[PositiveFloat] = None
+    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
+
+
+class StudentConfig(Schema):
+    model: str = "B-14"  # a `uta` model config name or .json path
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_checkpointing: bool = False
+
+
+class DataConfig(Schema):
+    type: Literal["imagefolder", "webdataset"] = "imagefolder"
+    root: Optional[str] = None  # imagefolder
+    shards: Optional[str] = None  # webdataset: a glob or dir/{00000..00099}.tar
+    scale: Range = (0.4, 1.0)  # random-resized-crop area range
+    ratio: Range = (0.75, 1.3333333)  # random-resized-crop aspect range
+    hflip: bool = True
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.type == "imagefolder" and not self.root:
+            raise ValueError("an imagefolder source needs `root: DIR`")
+        if self.type == "webdataset" and not self.shards:
+            raise ValueError("a webdataset source needs `shards: 'dir/{00000..00099}.tar'` (or a glob)")
+        if not self.scale[0] <= self.scale[1] <= 1.0 or not self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"crop ranges must be (low, high) with scale <= 1, got scale {self.scale}, ratio "
+                             f"{self.ratio}")
+        return self
+
+
+class MaskConfig(Schema):
+    type: Literal[MASK_TYPES] = "block-r"
+    ratio: float = Field(0.5, gt=0.0, lt=1.0)  # e.g. 0.4 (B) or 0.5 (L)
+    min_block: PositiveInt = 16
+    min_aspect: float = Field(0.3, gt=0.0, le=1.0)
+    reverse_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class PaperAblation(Schema):
+    """The published row a pretraining config reproduces, e.g. {table: 8, row: 'ratio 0.5'}."""
+
+    table: Literal[6, 7, 8]
+    row: str
+
+
+class PretrainConfig(Schema):
+    objective: Literal[OBJECTIVES] = "uta"
+    student: StudentConfig = StudentConfig()
+    teacher: Optional[Dict[str, Any]] = None  # a backbone entry (or a {pretrain: ...} entry)
+    model: Optional[str] = None  # an open_clip model config (objective clip)
+    data: DataConfig
+    mask: MaskConfig = MaskConfig()
+    optim: OptimConfig = OptimConfig()
+    precision: Literal["auto", "fp32", "amp_bf16"] = "auto"
+    checkpoint_every: PositiveInt = 1000
+    seed: NonNegativeInt = 0
+    workers: NonNegativeInt = 4
+    paper: Optional[PaperAblation] = None
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, value):
+        return None if value is None else check_backbone_entry(value, "teacher")
 
 
 def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
@@ -58,32 +131,42 @@ def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]
     return out
 
 
+def config_path(name: str, relative_to: Optional[Path] = None) -> Path:
+    """A pretraining config: a path (relative to the including file, if any) or one of configs/pretrain/."""
+    for candidate in ((relative_to / name) if relative_to else None, Path(name), bundled_config(f"pretrain/{name}")):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    raise UtabenchError(f"pretraining config {name!r} is neither a file nor one of utabench/configs/pretrain/")
+
+
+def read_raw(path: Path, seen: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    """The YAML of a pretraining config with its `base:` chain merged in (the file's own keys win)."""
+    raw = read_yaml_mapping(path, "pretraining config", "see utabench/configs/pretrain/")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = config_path(str(base), path.parent)
+    if parent.resolve() in seen:
+        raise UtabenchError(f"pretraining config {path}: `base:` chain loops back to {parent}")
+    return deep_merge(read_raw(parent, seen + (path.resolve(),)), raw)
+
+
 def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optional[str] = None) -> Dict[str, Any]:
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        raise UtabenchError(f"pretraining config {source}: unknown keys {', '.join(sorted(unknown))}; allowed: "
-                            f"{', '.join(DEFAULTS)}")
-    cfg = deep_merge(DEFAULTS, _expand(raw, source))
+    raw = _expand(dict(raw), source)
     if objective:
-        cfg["objective"] = objective
-    if cfg["objective"] not in OBJECTIVES:
-        raise UtabenchError(f"unknown pretraining objective {cfg['objective']!r}; choose one of {', '.join(OBJECTIVES)}")
+        raw["objective"] = objective
+    cfg = validated_dict(PretrainConfig, raw, f"pretraining config {source}", defaults=True)
     if cfg["objective"] == "clip":
         if not cfg.get("model"):
             raise UtabenchError(f"pretraining config {source}: objective clip needs `model: <open_clip config>`")
     elif not cfg.get("teacher"):
         raise UtabenchError(f"pretraining config {source}: objective {cfg['objective']} needs a `teacher` backbone "
                             "entry, e.g. {spec: 'clip:EVA01-g-14', checkpoint: PATH}")
-    optim = cfg["optim"]
-    for key in ("batch_size", "lr"):
-        if not isinstance(optim.get(key), (int, float)) or optim[key] <= 0:
-            raise UtabenchError(f"pretraining config {source}: optim.{key} must be a positive number")
     return cfg
 
 
 def load_pretrain_config(path: str, objective: Optional[str] = None) -> Dict[str, Any]:
-    raw = read_yaml_mapping(Path(path), "pretraining config", "see utabench/configs/pretrain/")
-    return build_config(raw, path, objective)
+    return build_config(read_raw(Path(path)), path, objective)
 
 
 def _flatten(cfg: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -98,7 +181,7 @@ def _flatten(cfg: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def training_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in _flatten(cfg).items() if k not in _RUN_ONLY}
+    return {k: v for k, v in _flatten(cfg).items() if k not in _RUN_ONLY and k != "paper"}
 
 
 def fingerprint(cfg: Dict[str, Any]) -> str:

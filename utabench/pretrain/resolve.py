@@ -10,40 +10,48 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from utabench.harness.config import bundled_config, map_strings, read_yaml_mapping
+from utabench.harness.config import map_strings
 from utabench.harness.context import RunContext
 from utabench.harness.errors import UtabenchError
-from utabench.pretrain.config import build_config, fingerprint
-
-
-def _with_world(value: Any, world: Optional[Path]) -> Any:
-    def substitute(text: str) -> str:
-        if "{world}" in text and world is None:
-            raise UtabenchError(f"{text!r} refers to {{world}} but this config generates no world (add `world:`)")
-        return text.replace("{world}", str(world)) if "{world}" in text else text
-    return map_strings(value, substitute)
-
-
-def _config_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = bundled_config(f"pretrain/{name}")
-    if bundled.is_file():
-        return bundled
-    raise UtabenchError(f"pretraining config {name!r} is neither a file nor one of utabench/configs/pretrain/")
+from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
 
 
 class PretrainedResolver:
-    def __init__(self, ctx: RunContext, world: Optional[Path], log: Callable[[str], None] = print):
-        self.ctx, self.world, self.log = ctx, world, log
+    """`world`: the embedded world's directory that `{world}` names; `world_factory` makes it when first needed
+    (`utabench pretrain` on its own), else a `{world}` path without a world is an error."""
 
-    def config_for(self, entry: Dict[str, Any]) -> Dict[str, Any]:
-        path = _config_path(str(entry["pretrain"]))
-        raw = _with_world(read_yaml_mapping(path, "pretraining config", "see utabench/configs/pretrain/"), self.world)
+    def __init__(self, ctx: RunContext, world: Optional[Path], log: Callable[[str], None] = print,
+                 world_factory: Optional[Callable[[], Path]] = None):
+        self.ctx, self.world, self.log, self.world_factory = ctx, world, log, world_factory
+
+    def _with_world(self, value: Any) -> Any:
+        def substitute(text: str) -> str:
+            if "{world}" not in text:
+                return text
+            if self.world is None and self.world_factory is not None:
+                self.world = self.world_factory()
+            if self.world is None:
+                raise UtabenchError(f"{text!r} refers to {{world}} but this config generates no world (add `world:`)")
+            return text.replace("{world}", str(self.world))
+        return map_strings(value, substitute)
+
+    def config_for(self, entry: Dict[str, Any], train_teacher: bool = True) -> Dict[str, Any]:
+        """The pretraining config an entry names; its teacher, if itself a `pretrain:` entry, is trained first
+        (with `train_teacher` False it is only checked, as is everything else)."""
+        path = config_path(str(entry["pretrain"]))
+        raw = self._with_world(read_raw(path))
         if isinstance(raw.get("teacher"), dict) and "pretrain" in raw["teacher"]:
-            raw["teacher"] = self.resolve_entry(raw["teacher"])
+            if train_teacher:
+                raw["teacher"] = self.resolve_entry(raw["teacher"])
+            else:
+                self.config_for(raw["teacher"], train_teacher=False)
         return build_config(raw, str(path), entry.get("objective"))
+
+    def check(self, entries: List[Any]) -> None:
+        """Read and check every pretraining config the entries name (teachers included), training nothing."""
+        for entry in entries:
+            if isinstance(entry, dict) and "pretrain" in entry:
+                self.config_for(entry, train_teacher=False)
 
     def resolve_entry(self, entry: Dict[str, Any]) -> Dict[str, Any]:
         """The backbone entry that a `pretrain:` entry stands for, training it first if the cache lacks it."""
@@ -60,7 +68,7 @@ class PretrainedResolver:
         teacher = meta.get("teacher") or {}
         resolved["pretrain"] = {"objective": meta["objective"], "config": str(entry["pretrain"]),
                                 "steps": meta.get("steps"), "flops": meta.get("flops"),
-                                "teacher": teacher.get("name") or teacher.get("checkpoint")}
+                                "teacher": teacher.get("name") or teacher.get("checkpoint"), "paper": cfg.get("paper")}
         return resolved
 
     def resolve(self, entries: List[Any]) -> List[Any]:

@@ -1,13 +1,26 @@
-"""What a task runner is: it names the dataset types it reads, loads (and so validates) a dataset from its config,
-and turns (backbone, dataset, run context) into metrics plus counts for the result record."""
+"""What a task runner is: it names the dataset types it reads and the options it takes, checks and loads a dataset
+entry, and turns (backbone, dataset, run context) into metrics plus counts for the result record.
+
+A dataset entry is `{name, type, root, backbones}` plus the keys of its dataset type's schema (e.g. `classes`,
+`annotations`) plus the keys of the task's options schema (e.g. `recipe`, `iters`); any other key is refused.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
+from utabench.harness.schema import Schema, check_keys, validated_dict
+
+
+class DatasetBase(Schema):
+    name: Optional[str] = None  # the dataset's name in the results (default: its type)
+    type: str
+    root: Optional[str] = None
+    backbones: Optional[List[str]] = None  # run this dataset for these backbones only (default: all)
 
 
 @dataclass
@@ -15,22 +28,41 @@ class TaskOutput:
     metrics: Dict[str, float]
     num_images: int
     skipped_images: int = 0
-    model_seconds: float = 0.0  # wall time of the image forward passes (rank 0)
+    model_seconds: float = 0.0  # wall time of evaluation forward passes (rank 0): what images/s divides by
+    train_seconds: float = 0.0  # wall time of the task's own training (fine-tuning, LLaVA stages), if any
     details: Dict[str, Any] = field(default_factory=dict)
+    discard: List[Path] = field(default_factory=list)  # training leftovers to delete once the record is written
 
 
 class Task:
     name: str = ""
     dataset_types: Tuple[str, ...] = ()
+    dataset_aliases: Dict[str, str] = {}
+    options: Type[Schema] = Schema  # the task's own keys of a dataset entry
+
+    def entry(self, cfg: Dict[str, Any], where: str = "") -> Dict[str, Any]:
+        """The dataset entry checked against its type's and this task's schemas, values converted (e.g. `iters`
+        given as text becomes a number), with `name` defaulting to the type."""
+        where = where or f"task {self.name}, dataset {cfg.get('name') or cfg.get('type')}"
+        if not isinstance(cfg, dict) or "type" not in cfg:
+            raise UtabenchError(f"{where}: a dataset entry needs a `type` (and a `root`), got {cfg!r}")
+        cfg = dict(cfg)
+        cfg["type"] = self.dataset_aliases.get(cfg["type"], cfg["type"])
+        if cfg["type"] not in self.dataset_types:
+            raise UtabenchError(f"task {self.name} reads dataset types {', '.join(self.dataset_types)}; got "
+                                f"{cfg['type']!r} (dataset {cfg.get('name', '?')})")
+        typed = DATASETS.schema(cfg["type"]) or Schema
+        parts = (DatasetBase, typed, self.options)
+        check_keys(cfg, [key for part in parts for key in part.keys()], where)
+        out: Dict[str, Any] = {}
+        for part in parts:
+            out.update(validated_dict(part, {k: v for k, v in cfg.items() if k in part.keys()}, where))
+        out.setdefault("name", out["type"])
+        return out
 
     def load(self, dataset_cfg: Dict[str, Any]):
-        type_ = dataset_cfg.get("type")
-        if type_ not in self.dataset_types:
-            raise UtabenchError(
-                f"task {self.name} reads dataset types {', '.join(self.dataset_types)}; got {type_!r} "
-                f"(dataset {dataset_cfg.get('name', '?')})"
-            )
-        return DATASETS.get(type_)(dataset_cfg)
+        cfg = self.entry(dataset_cfg)
+        return DATASETS.get(cfg["type"])(cfg)
 
     def run(self, backbone, data, ctx) -> TaskOutput:
         raise NotImplementedError

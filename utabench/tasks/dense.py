@@ -9,10 +9,14 @@ recipe's iteration count, at the paper's batch size), `seed`.
 from __future__ import annotations
 
 import time
-from typing import Dict, Tuple
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from pydantic import NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import backbone_entry
 from utabench.harness.errors import UtabenchError
+from utabench.harness.schema import Schema
 from utabench.tasks.base import Task, TaskOutput
 
 
@@ -24,14 +28,31 @@ def normalisation(backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     raise UtabenchError(f"{backbone.spec.key}: its image transform has no Normalize step to take mean/std from")
 
 
+class DenseOptions(Schema):
+    recipe: Optional[str] = None  # a recipe under utabench/configs/dense/ or a .py path (default: the paper's B / L)
+    iters: Optional[PositiveInt] = None  # training iterations at the paper's batch size (default: the recipe's)
+    eval_only: Optional[str] = None  # a fine-tuned mmengine checkpoint: evaluate it instead of training
+    seed: NonNegativeInt = 0
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value):
+        from utabench.dense.recipe import recipe_path
+
+        recipe_path(value)  # an unknown name fails here, listing the bundled recipes
+        return value
+
+    @field_validator("eval_only")
+    @classmethod
+    def _exists(cls, value):
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"eval_only checkpoint {value} does not exist; pass a fine-tuned mmengine .pth file")
+        return value
+
+
 class DenseTask(Task):
     kind_of_type: Dict[str, str] = {}  # dataset type -> coco / lvis / ade20k
-    dataset_aliases: Dict[str, str] = {}
-
-    def load(self, dataset_cfg):
-        cfg = dict(dataset_cfg)
-        cfg["type"] = self.dataset_aliases.get(cfg.get("type"), cfg.get("type"))
-        return super().load(cfg)
+    options = DenseOptions
 
     def metrics(self, raw: Dict[str, float], kind: str) -> Dict[str, float]:
         raise NotImplementedError

@@ -8,20 +8,50 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any, Dict, Optional
+
+from pydantic import model_validator
 
 from utabench.harness.distributed import barrier
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import TASKS
+from utabench.harness.schema import Schema
 from utabench.tasks.base import Task, TaskOutput
 
 METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",
            "parse_failures": "overall_parse_failures"}
 
 
+class StageData(Schema):
+    data: str  # LLaVA's json (blip_laion_cc_sbu_558k.json, llava_instruct_150k.json)
+    images: str  # its image folder
+
+
+class LlavaOptions(Schema):
+    llm: Optional[str] = None  # a local transformers causal LM (Vicuna, LLaMA, ...)
+    stage1: Optional[StageData] = None
+    stage2: Optional[StageData] = None
+    projector: Optional[str] = None  # a trained stage-1 mm_projector.bin (ours or LLaVA's): skips stage 1
+    eval_only: Optional[str] = None  # a stage-2 folder (ours or LLaVA's): evaluates only
+    recipe: str = "paper"  # utabench/configs/llava/<name>.yaml or a path
+    overrides: Optional[Dict[str, Any]] = None  # recipe keys to change, e.g. {projector: mlp2x_gelu}
+    judge: Optional[Dict[str, Any]] = None  # {type: offline} or {type: openai, model, base_url, api_key_env}
+
+    @model_validator(mode="after")
+    def _recipe_and_judge(self):
+        from utabench.llava.judge import make_judge
+        from utabench.llava.pipeline import load_recipe
+
+        load_recipe(self.recipe, self.overrides)  # a bad recipe or override fails before any model is built
+        make_judge(self.judge)
+        return self
+
+
 @TASKS.register("llava-bench", help="frozen-encoder LLaVA (Table 3): two-stage training, LLaVA-Bench with a judge")
 class LlavaBench(Task):
     name = "llava-bench"
-    dataset_types = ("llava-bench",)
+    dataset_types = ("llava-bench", "llava-bench-coco")
+    options = LlavaOptions
 
     def run(self, backbone, data, ctx) -> TaskOutput:
         from utabench.llava.bench import generate_answers, read_complete_lines, review_answers

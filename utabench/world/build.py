@@ -225,10 +225,15 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
     return root
 
 
+def world_root(cache_dir: Path, cfg: Dict[str, Any]) -> Path:
+    """Where the world for `cfg` ({seed, counts}) lives under cache_dir (whether generated yet or not)."""
+    key = hashlib.sha256(json.dumps({"cfg": cfg, "v": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache_dir) / "world" / f"v{GENERATOR_VERSION}-{key}"
+
+
 def ensure_world(cache_dir: Path, cfg: Dict[str, Any]) -> Path:
     """The world for `cfg` ({seed, counts}) under cache_dir, generated once (atomically) and reused after."""
-    key = hashlib.sha256(json.dumps({"cfg": cfg, "v": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(cache_dir) / "world" / f"v{GENERATOR_VERSION}-{key}"
+    root = world_root(cache_dir, cfg)
     if root.is_dir():
         return root
     tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"

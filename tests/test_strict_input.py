@@ -1,0 +1,214 @@
+"""A typo never runs the wrong experiment: every bad key or value of a config, a dataset entry or a flag is refused
+before any work, with one line that names it (and the closest allowed key), exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from utabench.harness.cli import main
+
+TINY = "clip:utabench-clip-tiny"
+
+
+def _config(tmp_path, data, *, backbones=None, tasks=None, **top):
+    world = data
+    cfg = {"settings": {"device": "cpu", "batch_size": 8},
+           "backbones": backbones or [{"name": "clip-tiny", "spec": TINY}],
+           "tasks": tasks or {"zeroshot-classification": [
+               {"name": "imagenet-1k", "type": "imagenet", "root": str(world / "imagenet"),
+                "classes": str(world / "classes.json")}]},
+           **top}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return ["run-all", "--config", str(path)]
+
+
+def _pretrain_yaml(tmp_path, world, **changes):
+    cfg = {"objective": "uta", "student": {"model": "world"}, "teacher": {"spec": "uta:world"},
+           "data": {"type": "imagefolder", "root": str(world / "imagenet" / "train")},
+           "optim": {"batch_size": 4, "steps": 1, "warmup_steps": 1}, "workers": 0}
+    cfg.update(changes)
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _llava(world, **changes):
+    entry = {"name": "llava-bench", "type": "llava-bench", "root": str(world / "llava" / "bench"),
+             "llm": str(world / "llava" / "llm"),
+             "stage1": {"data": str(world / "llava" / "pretrain" / "blip_laion_cc_sbu_558k.json"),
+                        "images": str(world / "llava" / "pretrain" / "images")},
+             "stage2": {"data": str(world / "llava" / "instruct" / "llava_instruct_150k.json"),
+                        "images": str(world / "llava" / "instruct" / "images")},
+             "recipe": "world", "judge": {"type": "offline"}}
+    entry.update(changes)
+    return {"llava-bench": [entry]}
+
+
+def _run(task="zeroshot-classification", dataset=None, *flags):
+    return ["run", task, "--backbone", TINY, "--dataset", dataset or "imagenet:/nonexistent", *flags]
+
+
+# (id, argv builder (tmp_path, world) -> argv, the part of the one line that must appear)
+CASES = [
+    ("option-typo", lambda t, w: _run("zeroshot-classification", None, "--option", "imagesize=56"),
+     "unknown key 'imagesize'; did you mean 'image_size'?"),
+    ("option-not-int", lambda t, w: _run("zeroshot-classification", None, "--option", "image_size=abc"),
+     "image_size: Input should be a valid integer"),
+    ("option-zero", lambda t, w: _run("zeroshot-classification", None, "--option", "image_size=0"),
+     "image_size: Input should be greater than 0"),
+    ("option-negative-seed", lambda t, w: _run("zeroshot-classification", None, "--option", "seed=-1"),
+     "seed: Input should be greater than or equal to 0"),
+    ("option-of-another-family", lambda t, w: _run("zeroshot-classification", None, "--option", "text=checkpoint"),
+     "unknown key 'text'"),
+    ("option-without-value", lambda t, w: _run("zeroshot-classification", None, "--option", "image_size"),
+     "--option 'image_size' must be KEY=VALUE"),
+    ("device", lambda t, w: _run("zeroshot-classification", None, "--device", "tpu"),
+     "--device: Input should be 'auto', 'cpu' or 'cuda' (got 'tpu')"),
+    ("workers", lambda t, w: _run("zeroshot-classification", None, "--workers", "-1"),
+     "--workers: Input should be greater than or equal to 0"),
+    ("threads", lambda t, w: _run("zeroshot-classification", None, "--threads", "-2"),
+     "--threads: Input should be greater than 0"),
+    ("batch-size", lambda t, w: _run("zeroshot-classification", None, "--batch-size", "0"),
+     "--batch-size: Input should be greater than 0"),
+    ("precision", lambda t, w: _run("zeroshot-classification", None, "--precision", "fp8"),
+     "--precision: Input should be 'fp32', 'amp_bf16' or 'amp_fp16'"),
+    ("unknown-flag", lambda t, w: _run("zeroshot-classification", None, "--bogus"),
+     "unrecognized arguments: --bogus"),
+    ("flag-of-another-task", lambda t, w: _run("zeroshot-classification", None, "--iters", "5"),
+     "unknown key 'iters'"),
+    ("iters-not-int", lambda t, w: _run("detection", f"coco:{w / 'coco'}", "--iters", "abc"),
+     "argument --iters: invalid int value: 'abc'"),
+    ("recipe-typo", lambda t, w: _run("detection", f"coco:{w / 'coco'}", "--recipe", "cascade_mask_rcnn_wrld_coco"),
+     "unknown dense recipe 'cascade_mask_rcnn_wrld_coco'"),
+    ("eval-only-missing", lambda t, w: _run("segmentation", f"ade20k:{w / 'ade20k'}", "--eval-only", "/no/ft.pth"),
+     "eval_only checkpoint /no/ft.pth does not exist"),
+    ("paper-model", lambda t, w: _run("zeroshot-classification", None, "--paper", "UTA B16 2B"),
+     "paper: model: model 'B16' must be ARCH[/PATCH][@INPUT]"),
+    ("dataset-without-type", lambda t, w: ["run", "retrieval", "--backbone", TINY, "--dataset", "/data/f30k"],
+     "--dataset '/data/f30k' must be type:DIR"),
+    ("results-under-a-file", lambda t, w: _run("zeroshot-classification", f"imagenet:{w / 'imagenet'}",
+                                                "--classes", str(w / "classes.json"), "--results", "/etc/hostname/r"),
+     "results directory /etc/hostname/r cannot be created: /etc/hostname is not a directory"),
+    ("backbone-key-typo", lambda t, w: _config(t, w, backbones=[{"name": "x", "spec": TINY, "chekpoint": "w.pt"}]),
+     "backbones[0] (x): unknown key 'chekpoint'; did you mean 'checkpoint'?"),
+    ("settings-batchsize", lambda t, w: _config(t, w, settings={"batchsize": 8}),
+     "settings: unknown key 'batchsize'; did you mean 'batch_size'?"),
+    ("settings-devise", lambda t, w: _config(t, w, settings={"devise": "cpu"}),
+     "settings: unknown key 'devise'; did you mean 'device'?"),
+    ("settings-type", lambda t, w: _config(t, w, settings={"batch_size": "many"}),
+     "settings.batch_size: Input should be a valid integer"),
+    ("top-level-typo", lambda t, w: _config(t, w, task={}),
+     "unknown key 'task'; did you mean 'tasks'?"),
+    ("dataset-key-typo", lambda t, w: _config(t, w, tasks={"zeroshot-classification": [
+        {"type": "imagenet", "root": str(w / "imagenet"), "clases": str(w / "classes.json")}]}),
+     "tasks.zeroshot-classification[0]: unknown key 'clases'; did you mean 'classes'?"),
+    ("dataset-backbones-typo", lambda t, w: _config(t, w, tasks={"zeroshot-classification": [
+        {"type": "imagenet", "root": str(w / "imagenet"), "backbones": ["clip-tyni"]}]}),
+     "`backbones` names 'clip-tyni', which is not a backbone of this config"),
+    ("dense-key-typo", lambda t, w: _config(t, w, tasks={"segmentation": [
+        {"type": "ade20k", "root": str(w / "ade20k"), "iter": 5}]}),
+     "unknown key 'iter'; did you mean 'iters'?"),
+    ("retrieval-split", lambda t, w: _config(t, w, tasks={"retrieval": [
+        {"type": "flickr30k", "root": str(w / "flickr30k"), "split": "tset"}]}),
+     "split: Input should be 'test', 'val', 'train' or 'restval' (got 'tset')"),
+    ("task-typo", lambda t, w: _config(t, w, tasks={"zeroshot-clasification": []}),
+     "unknown task 'zeroshot-clasification'"),
+    ("world-key-typo", lambda t, w: _config(t, w, **{"world": {"sed": 1}}),
+     "world: unknown key 'sed'; did you mean 'seed'?"),
+    ("world-count-typo", lambda t, w: _config(t, w, **{"world": {"counts": {"vall": 3}}}),
+     "world.counts: unknown key 'vall'; did you mean 'val'?"),
+    ("paper-key-typo", lambda t, w: _config(t, w, backbones=[
+        {"name": "u", "spec": "uta:tiny", "paper": {"method": "UTA", "modle": "B/16@224"}}]),
+     "paper: unknown key 'modle'; did you mean 'model'?"),
+    ("pretrain-entry-typo", lambda t, w: _config(t, w, backbones=[
+        {"name": "s", "pretrain": "world-student.yaml", "objectve": "mim"}]),
+     "unknown key 'objectve'; did you mean 'objective'?"),
+    ("pretrain-objective", lambda t, w: _config(t, w, backbones=[
+        {"name": "s", "pretrain": "world-student.yaml", "objective": "mae"}]),
+     "objective 'mae' is not one of uta, mim, fd, uta+mim, clip"),
+    ("pretrain-nested-typo", lambda t, w: _config(t, w, backbones=[
+        {"name": "s", "pretrain": _pretrain_yaml(t, w, optim={"epoch": 1})}]),
+     "optim: unknown key 'epoch'; did you mean 'epochs'?"),
+    ("pretrain-cli-nested-typo", lambda t, w: ["pretrain", "uta", "--config",
+                                               _pretrain_yaml(t, w, mask={"ration": 0.4}), "--out", str(t / "o")],
+     "mask: unknown key 'ration'; did you mean 'ratio'?"),
+    ("pretrain-cli-workers", lambda t, w: ["pretrain", "uta", "--config", _pretrain_yaml(t, w), "--out", str(t / "o"),
+                                           "--workers", "-1"],
+     "--workers: Input should be greater than or equal to 0"),
+    ("llava-judge", lambda t, w: _config(t, w, tasks=_llava(w, judge={"type": "gpt4"})),
+     "unknown judge type 'gpt4'; choose one of offline, openai"),
+    ("llava-override-typo", lambda t, w: _config(t, w, tasks=_llava(w, overrides={"projecter": "linear"})),
+     "unknown key 'projecter'; did you mean 'projector'?"),
+    ("llava-stage-incomplete", lambda t, w: _config(t, w, tasks=_llava(w, stage1={"data": "x.json"})),
+     "stage1.images: Field required"),
+    ("llava-judge-key-in-config", lambda t, w: _config(t, w, tasks=_llava(w, judge={
+        "type": "openai", "model": "gpt-4-0314", "base_url": "http://localhost:1", "api_key": "sk-1"})),
+     "judge.api_key is not read from configs"),
+    ("tables-number", lambda t, w: ["tables", "--results", str(t), "--table", "9"],
+     "unknown table 9"),
+]
+
+
+@pytest.mark.parametrize("argv,message", [pytest.param(build, message, id=name) for name, build, message in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, world, capsys, argv, message):
+    argv = argv(tmp_path, world)
+    if argv[0] in ("run", "run-all") and "--results" not in argv:
+        argv += ["--results", str(tmp_path / "results")]
+    if argv[0] in ("run", "run-all", "pretrain"):
+        argv += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("utabench: error: ") and message in err[0], err[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "o").exists()
+    assert not (tmp_path / "cache" / "world").exists()  # refused before the world or a model was made
+
+
+def test_empty_class_folder_is_refused(tmp_path, world, capsys):
+    root = tmp_path / "imagenet"
+    shutil.copytree(world / "imagenet", root)
+    empty = sorted(p for p in (root / "val").iterdir() if p.is_dir())[3]
+    for image in empty.iterdir():
+        image.unlink()
+    argv = _run("zeroshot-classification", f"imagenet:{root}", "--classes", str(world / "classes.json"),
+                "--results", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"class folder {empty} has no images" in err[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_unwritable_results_are_refused_before_pretraining(tmp_path, world, capsys):
+    """run-all checks the results directory before it generates a world or trains a model."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    argv = _config(tmp_path, world, backbones=[{"name": "s", "pretrain": _pretrain_yaml(tmp_path, world)}])
+    assert main(argv + ["--results", str(blocker / "results"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a directory" in err[0]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_pretrain_runs_a_world_config_on_its_own(tmp_path, world):
+    """`utabench pretrain --config world-student.yaml` resolves `{world}` and its `teacher: {pretrain: ...}` the way
+    run-all does (shortened here through a config whose base is the bundled one)."""
+    from utabench.harness.config import bundled_config
+
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(yaml.safe_dump({"base": str(bundled_config("pretrain/world-clip.yaml")),
+                                       "optim": {"steps": 2, "batch_size": 8, "warmup_steps": 1}}))
+    student = tmp_path / "student.yaml"
+    student.write_text(yaml.safe_dump({"base": str(bundled_config("pretrain/world-student.yaml")),
+                                       "teacher": {"pretrain": str(teacher)},
+                                       "optim": {"steps": 2, "batch_size": 8, "warmup_steps": 1}}))
+    out = tmp_path / "out"
+    assert main(["pretrain", "uta", "--config", str(student), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
+                 "--world", str(world), "--no-progress"]) == 0
+    assert (out / "final.safetensors").is_file()
+    assert list((tmp_path / "c" / "pretrain").glob("clip-*/final.json"))  # the teacher went into the cache
+    student.write_text(student.read_text().replace("world-student.yaml", "missing.yaml"))
+    assert main(["pretrain", "uta", "--config", str(student), "--out", str(out)]) == 2
