@@ -40,7 +40,8 @@ def _first(group: pd.DataFrame, field: str):
 def _llava_incomparable(group: pd.DataFrame, ref: Optional[pd.Series]) -> Optional[str]:
     """Table 3 compares only GPT-4-judged LLaVA-Bench runs of the paper's variant (COCO)."""
     reasons = []
-    if _first(group, "provenance.task_details.judge_comparable_to_paper") is False:
+    comparable = _first(group, "provenance.task_details.judge_comparable_to_paper")
+    if comparable is not None and not bool(comparable):
         reasons.append(f"judged by {_first(group, 'provenance.task_details.judge')}, not GPT-4")
     variant = _first(group, "provenance.task_details.variant") or "in-the-wild"
     if ref is not None and variant != ref.get("variant"):
