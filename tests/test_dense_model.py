@@ -3,6 +3,8 @@ patch-size conversion; layer-wise lr decay groups; the federated loss."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,8 @@ from utabench.backbones.factory import build_backbone
 from utabench.dense.federated_loss import FederatedSigmoidLoss
 from utabench.dense.patch_size import convert_patch_size, resize_patch_kernel
 from utabench.dense.vit import UtabenchViT
+
+RECIPES = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "dense"
 
 
 def _allowed(grid: int, window: int, global_block: bool) -> torch.Tensor:
@@ -107,7 +111,8 @@ def test_dense_vit_converts_its_patch_size():
         assert dense(torch.randn(1, 3, 64, 64))[0].shape == (1, 64, 4, 4)
 
 
-def test_layer_decay_groups():
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_layer_decay_groups(decay_all):
     from mmengine.optim import build_optim_wrapper
     from torch import nn
 
@@ -119,7 +124,8 @@ def test_layer_decay_groups():
 
     model = Model()
     wrapper = build_optim_wrapper(model, dict(
-        type="OptimWrapper", constructor="LayerDecayConstructor", paramwise_cfg=dict(layer_decay_rate=0.5),
+        type="OptimWrapper", constructor="LayerDecayConstructor",
+        paramwise_cfg=dict(layer_decay_rate=0.5, weight_decay_all=decay_all),
         optimizer=dict(type="AdamW", lr=1.0, weight_decay=0.1)))
     lr_of, wd_of = {}, {}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -131,7 +137,85 @@ def test_layer_decay_groups():
     assert lr_of["backbone.trunk.blocks.0.attn.q_proj.weight"] == pytest.approx(0.5 ** 4)
     assert lr_of["backbone.trunk.blocks.3.mlp.fc2.weight"] == pytest.approx(0.5 ** 1)
     assert lr_of["head.weight"] == 1.0
-    assert wd_of["head.weight"] == 0.1 and wd_of["head.bias"] == 0.0 and wd_of["backbone.trunk.pos_embed"] == 0.0
+    assert wd_of["head.weight"] == 0.1
+    if decay_all:  # EVA-02's detection rule: norms, biases and position embeddings decay too
+        assert set(wd_of.values()) == {0.1}
+    else:  # BEiT's: they do not
+        assert wd_of["head.bias"] == 0.0 and wd_of["backbone.trunk.pos_embed"] == 0.0
+        assert wd_of["backbone.trunk.blocks.0.norm1.weight"] == 0.0
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES.glob("*.py")))
+def test_every_bundled_recipe_loads(recipe):
+    """(The paper's LVIS recipes once defined `model` in two sibling bases, which mmengine refuses.)"""
+    from utabench.dense.recipe import load_recipe
+
+    cfg = load_recipe(recipe)
+    assert cfg.model.backbone.type == "UtabenchViT" and cfg.train_cfg.max_iters > 0
+
+
+@pytest.mark.parametrize("recipe,iters,batch,steps", [
+    ("cascade_mask_rcnn_vit_b_coco", 60000, 128, [48000, 54000]),
+    ("cascade_mask_rcnn_vit_l_coco", 60000, 128, [48000, 54000]),
+    ("cascade_mask_rcnn_vit_b_lvis", 100000, 64, [80000, 90000]),
+    ("cascade_mask_rcnn_vit_l_lvis", 100000, 64, [80000, 90000]),
+    ("cascade_mask_rcnn_world_coco", 150, 4, [120, 135]),
+])
+def test_detection_recipes_follow_eva02(recipe, iters, batch, steps):
+    """EVA-02's schedule (warm-up 1000 from 0.001 x lr, x0.1 at 80% and 90%), weight decay on every parameter, no
+    clipping, square padding at 1024 also at test; the world recipe has the same shape."""
+    from utabench.dense.recipe import load_recipe
+
+    cfg = load_recipe(recipe)
+    warmup, multistep = cfg.param_scheduler
+    assert (cfg.train_cfg.max_iters, cfg.paper_batch_size, multistep["milestones"]) == (iters, batch, steps)
+    assert [m / iters for m in multistep["milestones"]] == [0.8, 0.9] and multistep["gamma"] == 0.1
+    if iters > 1000:
+        assert (warmup["start_factor"], warmup["end"]) == (0.001, 1000)
+        assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.pixel_norm == "recipe"
+        assert cfg.model.data_preprocessor.square_size == 1024
+    assert cfg.optim_wrapper.paramwise_cfg.weight_decay_all and cfg.optim_wrapper.clip_grad is None
+    assert cfg.optim_wrapper.optimizer.weight_decay == (0.1 if iters > 1000 else 0.05)
+    assert cfg.model.data_preprocessor.type == "SquarePadDetDataPreprocessor"
+    assert "batch_augments" not in cfg.model.data_preprocessor
+
+
+def test_test_images_reach_the_backbone_on_the_training_grid(world, tmp_path):
+    """The paper recipe's test pipeline and preprocessor on a non-square COCO image (96 x 64, resized to 1024 x
+    683): the backbone receives 1024 x 1024 batches, the 64 x 64 grid of training, not 1024 x 704 (64 x 44)."""
+    import shutil
+
+    from PIL import Image
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from utabench.datasets.dense import load_coco_instances
+    from utabench.dense.recipe import fill_recipe, load_recipe
+
+    root = tmp_path / "coco"
+    shutil.copytree(world / "coco", root)
+    for path in (root / "val2017").iterdir():
+        Image.open(path).convert("RGB").crop((0, 0, 96, 64)).save(path)
+    cfg = load_recipe("cascade_mask_rcnn_vit_b_coco")
+    data = load_coco_instances({"type": "coco-instances", "root": str(root), "name": "coco"})
+    cfg.classes = data.classes
+    fill_recipe(cfg, "b", "coco", {"spec": "uta:tiny"}, data, ((0.5,) * 3, (0.5,) * 3), tmp_path, 1, 0)
+    cfg.test_dataloader.dataset.pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
+                                            if t["type"] != "LoadAnnotations"]  # the boxes are not looked at here
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+    assert tuple(batch["inputs"][0].shape[-2:]) == (683, 1024)  # the image itself is not square
+    out = preprocessor(batch, training=False)
+    assert tuple(out["inputs"].shape[-2:]) == (1024, 1024)
+    assert out["data_samples"][0].batch_input_shape == (1024, 1024)
+    vit = UtabenchViT("uta:tiny", patch_size=16)
+    seen = []
+    vit.register_forward_hook(lambda module, args, output: seen.append(tuple(output[0].shape[-2:])))
+    with torch.no_grad():
+        vit.eval()(out["inputs"][:, :, :256, :256])  # (a corner: the grid arithmetic is the same)
+    assert seen == [(16, 16)] and 1024 // vit.patch_size == 64
 
 
 def test_federated_loss_scores_ground_truth_and_sampled_classes():

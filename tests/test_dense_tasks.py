@@ -34,8 +34,12 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json")
     assert record["status"] == "complete" and all(k in record["metrics"] for k in keys)
     details = record["provenance"]["task_details"]
-    assert details["schedule"]["iters"] == 2 and details["finetuned_checkpoint"].endswith("iter_2.pth")
+    assert details["schedule"]["iters"] == 2 and details["finetuned_checkpoint"].endswith("finetuned.pth")
     assert record["provenance"]["dataset"]["num_images"] == 4
+    assert record["provenance"]["train_seconds"] > 0 and record["provenance"]["model_seconds"] > 0
+    work = Path(details["work_dir"])  # only what --eval-only needs is kept: no resumable training state
+    assert not list(work.glob("iter_*.pth")) and not (work / "last_checkpoint").exists()
+    assert sorted(p.name for p in work.glob("*.pth")) == ["finetuned.pth"]
     # the fine-tuned checkpoint evaluates to the same numbers
     assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
     again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")
@@ -131,7 +135,7 @@ def test_killed_fine_tuning_resumes_from_its_last_checkpoint(world, tmp_path):
     assert main(args) == 0
     record = read_record(results / "uta_tiny" / "segmentation" / "ade20k.json")
     assert record["status"] == "complete" and record["provenance"]["task_details"]["finetuned_checkpoint"].endswith(
-        "iter_40.pth")
+        "finetuned.pth")
     (rerun,) = set(work.glob("2*")) - first_runs
     logged = map(json.loads, (rerun / "vis_data" / "scalars.json").read_text().splitlines())
     steps = [scalars["step"] for scalars in logged if "loss" in scalars]
@@ -153,5 +157,5 @@ def test_fine_tuning_runs_on_two_processes_under_torchrun(world, tmp_path):
     assert record["provenance"]["run"]["world_size"] == 2
     schedule = record["provenance"]["task_details"]["schedule"]
     assert (schedule["gpus"], schedule["batch"], schedule["iters"]) == (2, 8, 1)
-    assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("iter_1.pth")
+    assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("finetuned.pth")
     assert {"box_ap", "mask_ap"} <= set(record["metrics"])

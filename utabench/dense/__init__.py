@@ -1,7 +1,7 @@
 """Dense transfer (detection and segmentation) through mmdet and mmseg: importing this package registers utabench's
 parts in their registries, so recipes name them like any mmdet / mmseg module (`custom_imports` in the configs):
-the `UtabenchViT` backbone, the `SimpleFeaturePyramid` neck and `LN2d`, the `FederatedSigmoidLoss`, and the
-`LayerDecayConstructor`.
+the `UtabenchViT` backbone, the `SimpleFeaturePyramid` neck and `LN2d`, the `FederatedSigmoidLoss`, the
+`SquarePadDetDataPreprocessor` and the `LayerDecayConstructor`.
 """
 
 import numpy as np
@@ -9,6 +9,7 @@ import numpy as np
 from utabench.dense.federated_loss import FederatedSigmoidLoss
 from utabench.dense.layer_decay import LayerDecayConstructor
 from utabench.dense.necks import LN2d, SimpleFeaturePyramid
+from utabench.dense.square_pad import SquarePadDetDataPreprocessor
 from utabench.dense.vit import UtabenchViT
 
 
@@ -22,6 +23,7 @@ def _register() -> None:
     for registry in (MODELS, DET_MODELS, SEG_MODELS):
         for module in (UtabenchViT, SimpleFeaturePyramid, LN2d, FederatedSigmoidLoss):
             registry.register_module(module=module, force=True)
+    DET_MODELS.register_module(module=SquarePadDetDataPreprocessor, force=True)
     for registry in (OPTIM_WRAPPER_CONSTRUCTORS, DET_CONSTRUCTORS, SEG_CONSTRUCTORS):
         registry.register_module(module=LayerDecayConstructor, force=True)
 

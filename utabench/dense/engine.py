@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,8 +75,9 @@ def last_checkpoint(work_dir: Path) -> Optional[Path]:
     return None
 
 
-def train_and_test(cfg, finetuned: Optional[str] = None) -> Dict[str, float]:
-    """Fine-tune unless `finetuned` is given (then load it and only test); return the test metrics."""
+def train_and_test(cfg, finetuned: Optional[str] = None) -> Tuple[Dict[str, float], float, float]:
+    """Fine-tune unless `finetuned` is given (then load it and only test); returns the test metrics and the seconds
+    spent training (this run's part, after a resume) and testing."""
     from mmengine.runner import Runner
 
     with _quiet():
@@ -83,11 +85,32 @@ def train_and_test(cfg, finetuned: Optional[str] = None) -> Dict[str, float]:
             cfg.load_from = str(finetuned)
             cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
             runner = Runner.from_cfg(cfg)
-            return dict(runner.test())
+            start = time.perf_counter()
+            return dict(runner.test()), 0.0, time.perf_counter() - start
         resume_from = last_checkpoint(Path(cfg.work_dir))
         cfg.resume = resume_from is not None
         cfg.load_from = str(resume_from) if resume_from else None
         runner = Runner.from_cfg(cfg)
         runner.register_hook(make_history_hook())
+        start = time.perf_counter()
         runner.train()
-        return dict(runner.test())
+        trained = time.perf_counter()
+        return dict(runner.test()), trained - start, time.perf_counter() - trained
+
+
+def export_finetuned(work_dir: Path) -> Path:
+    """The last checkpoint's weights alone (no optimiser or scheduler state) as `finetuned.pth`, the file
+    `--eval-only` takes."""
+    import torch
+
+    from utabench.harness.io import atomic_write
+
+    state = torch.load(last_checkpoint(work_dir), map_location="cpu", weights_only=True)
+    weights = {"meta": state.get("meta", {}), "state_dict": state["state_dict"]}
+    return atomic_write(Path(work_dir) / "finetuned.pth", lambda tmp: torch.save(weights, tmp))
+
+
+def training_leftovers(work_dir: Path) -> List[Path]:
+    """The resumable training state (mmengine's iteration checkpoints and their marker), not needed once the
+    record is written."""
+    return sorted(Path(work_dir).glob("iter_*.pth")) + [Path(work_dir) / "last_checkpoint"]

@@ -139,6 +139,18 @@ def set_iterations(cfg, iters: int) -> None:
         cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
 
 
+def without_amp(cfg) -> bool:
+    """fp32 instead of a recipe's mixed precision (for CPU runs: mmengine's AmpOptimWrapper needs a GPU); True if
+    the recipe had mixed precision."""
+    wrapper = cfg.optim_wrapper
+    if wrapper.get("type") != "AmpOptimWrapper":
+        return False
+    for key in ("dtype", "loss_scale"):
+        wrapper.pop(key, None)
+    wrapper["type"] = "OptimWrapper"
+    return True
+
+
 def use_cpu_processes(cfg) -> None:
     """Several CPU processes under torchrun (no GPUs): mmengine's DDP wrapper without device ids, on gloo."""
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
@@ -152,9 +164,10 @@ def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], dat
     classes = recipe_classes(cfg, kind)
     check_classes(data.classes, classes, str(data.val_ann or data.root), recipe)
     cfg.model.backbone.backbone = backbone_entry
-    mean, std = mean_std
-    cfg.model.data_preprocessor.mean = [255.0 * m for m in mean]
-    cfg.model.data_preprocessor.std = [255.0 * s for s in std]
+    if cfg.get("pixel_norm", "backbone") == "backbone":  # else the recipe's own mean / std (EVA-02 detection)
+        mean, std = mean_std
+        cfg.model.data_preprocessor.mean = [255.0 * m for m in mean]
+        cfg.model.data_preprocessor.std = [255.0 * s for s in std]
     _set_num_classes(cfg.model, len(classes))
     counts = data.class_image_counts
     if counts is None and data.options.get("eval_only"):

@@ -8,7 +8,6 @@ recipe's iteration count, at the paper's batch size), `seed`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -66,8 +65,8 @@ class DenseTask(Task):
         return cfg.model.backbone.get("patch_size") or backbone.info.patch_size
 
     def run(self, backbone, data, ctx) -> TaskOutput:
-        from utabench.dense.engine import train_and_test
-        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes
+        from utabench.dense.engine import export_finetuned, train_and_test, training_leftovers
+        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes, without_amp
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
@@ -76,21 +75,19 @@ class DenseTask(Task):
         cfg = load_recipe(recipe)
         schedule = fill_recipe(cfg, recipe, kind, backbone_entry(backbone), data, normalisation(backbone),
                                ctx.work_dir, ctx.dist.world_size, ctx.workers, data.options.get("iters"))
-        if ctx.dist.enabled and ctx.device_type == "cpu":
-            use_cpu_processes(cfg)
+        if ctx.device_type == "cpu":
+            schedule["amp"] = "off (CPU)" if without_amp(cfg) else "off"
+            if ctx.dist.enabled:
+                use_cpu_processes(cfg)
         self.check_backbone(cfg, backbone)
         finetuned = data.options.get("eval_only")
-        start = time.perf_counter()
-        raw = train_and_test(cfg, finetuned=finetuned)
-        details = {"recipe": recipe, "schedule": schedule if not finetuned else None,
-                   "finetuned_checkpoint": str(finetuned) if finetuned else _final_checkpoint(ctx.work_dir),
-                   "work_dir": str(ctx.work_dir), "num_classes": len(data.classes), "raw_metrics": raw}
-        return TaskOutput(metrics=self.metrics(raw, kind), num_images=data.num_val_images,
-                          model_seconds=time.perf_counter() - start, details=details)
-
-
-def _final_checkpoint(work_dir) -> str:
-    from utabench.dense.engine import last_checkpoint
-
-    path = last_checkpoint(work_dir)
-    return str(path) if path else ""
+        raw, train_seconds, test_seconds = train_and_test(cfg, finetuned=finetuned)
+        discard = []
+        if not finetuned and ctx.dist.is_main:
+            # what --eval-only needs is the fine-tuned weights; the resumable training state goes with the record
+            finetuned, discard = export_finetuned(ctx.work_dir), training_leftovers(ctx.work_dir)
+        details = {"recipe": recipe, "schedule": schedule if not data.options.get("eval_only") else None,
+                   "finetuned_checkpoint": str(finetuned) if finetuned else "", "work_dir": str(ctx.work_dir),
+                   "num_classes": len(data.classes), "raw_metrics": raw}
+        return TaskOutput(metrics=self.metrics(raw, kind), num_images=data.num_val_images, model_seconds=test_seconds,
+                          train_seconds=train_seconds, details=details, discard=discard)

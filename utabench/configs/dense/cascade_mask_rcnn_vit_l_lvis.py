@@ -1,5 +1,6 @@
-# UTA paper, Table 5, LVIS, ViT-L: batch 64, 100k iterations, lr 1e-4, drop path 0.4, layer decay 0.8 (as on COCO).
-_base_ = ['./_base_/cascade_mask_rcnn_vitdet.py', './_base_/lvis_v1_instance_lsj.py', './_base_/lvis_federated_heads.py']
+# UTA paper, Table 5, LVIS, ViT-L (A.1): batch 64, 100k iterations, lr 1e-4, drop path 0.4, layer decay 0.8 (as on
+# COCO); steps at 80% / 90% and 1000 warm-up iterations as EVA-02 (whose LVIS-L config: batch 128, 40k iterations).
+_base_ = ['./_base_/lvis_federated_heads.py', './_base_/lvis_v1_instance_lsj.py']
 model = dict(backbone=dict(out_indices=[23], window_size=16, global_blocks=[5, 11, 17, 23], drop_path_rate=0.4),
              neck=dict(in_channels=1024))
 paper_batch_size = 64
@@ -7,5 +8,5 @@ max_iters = 100000
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8), optimizer=dict(lr=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[88900, 96300], gamma=0.1)]
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[80000, 90000], gamma=0.1)]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)

@@ -1,5 +1,7 @@
 # LVIS heads: sigmoid cross-entropy with the federated loss (50 classes per batch, frequency power 0.5; utabench
-# fills `class_image_counts` from the training annotations), 300 detections per image at score >= 0.02.
+# fills `class_image_counts` from the training annotations), 300 detections per image at score >= 0.02. It extends
+# the Cascade Mask R-CNN base (mmengine refuses one key defined by two sibling bases).
+_base_ = ['./cascade_mask_rcnn_vitdet.py']
 norm = dict(type='LN2d', eps=1e-6)
 model = dict(
     roi_head=dict(bbox_head=[

@@ -6,8 +6,9 @@
 _base_ = ['./cascade_mask_rcnn_vitdet.py']
 classes = ['circle', 'square', 'triangle', 'star', 'cross', 'ring', 'diamond', 'hexagon', 'arrow', 'heart']
 norm = dict(type='LN2d', eps=1e-6)
+pixel_norm = 'backbone'  # the world students were trained with their own (CLIP) normalisation
 model = dict(
-    data_preprocessor=dict(batch_augments=[dict(type='BatchFixedSizePad', size=(96, 96), pad_mask=True)]),
+    data_preprocessor=dict(square_size=96),
     backbone=dict(out_indices=[3], window_size=6, global_blocks=[1, 3], drop_path_rate=0.0, patch_size=None),
     neck=dict(in_channels=64, out_channels=64, scale_factors=[2.0, 1.0, 0.5]),
     rpn_head=dict(in_channels=64, feat_channels=64, num_convs=1,
@@ -38,9 +39,9 @@ model = dict(
 paper_batch_size = 4
 max_iters = 150
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8), optimizer=dict(lr=1e-3, weight_decay=0.05))
-param_scheduler = [
+param_scheduler = [  # the paper recipe's shape: warm-up, then x0.1 at 80% and 90%
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=15),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[120, 142], gamma=0.1)]
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[120, 135], gamma=0.1)]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=50, max_keep_ckpts=1))
 log_processor = dict(window_size=10)
