@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from utabench.backbones.factory import build_backbone
 from utabench.harness.cli import main
@@ -394,7 +395,6 @@ def test_malformed_jsonl_names_the_line(world, tmp_path):
 
 
 def _cli(world, tmp_path, *extra):
-    import yaml
 
     recipe = tmp_path / "tiny-recipe.yaml"
     recipe.write_text(yaml.safe_dump({k: v for k, v in load_recipe("world", TINY).items() if k != "source"}))
@@ -442,7 +442,6 @@ def test_torchrun_two_processes_train_the_same_llava(world, tmp_path):
     is the one-process mean."""
     import os
 
-    import yaml
     from safetensors.torch import load_file
 
     pairs = [(c, s) for c in ("red", "blue") for s in ("circle", "star", "cross", "ring", "heart", "square")] * 2
@@ -478,3 +477,105 @@ def test_torchrun_two_processes_train_the_same_llava(world, tmp_path):
     assert len(records) == 1 and records[0]["provenance"]["run"]["world_size"] == 2
     answers = list((tmp_path / "two" / work).glob("answers-*.jsonl"))
     assert len(answers) == 1 and len(answers[0].read_text().splitlines()) == len(read_bench(_llava(world, "bench")).questions)
+
+
+# ---- LLaVA-Bench (COCO) ---------------------------------------------------------------------------------------
+
+def _coco_bench(world, root: Path) -> Path:
+    """The world's bench in the official LLaVA-Bench (COCO) files: qa90 questions and GPT-4 answers (no answer_id),
+    captions-and-boxes context, bare-category rules, val2014 images named COCO_val2014_<id>.jpg."""
+    wild = read_bench(_llava(world, "bench"))
+    (root / "val2014").mkdir(parents=True)
+    names = {}
+    for i, image in enumerate(sorted({q["image"] for q in wild.questions})):
+        names[image] = f"{441147 + i:012d}.jpg"
+        (root / "val2014" / f"COCO_val2014_{names[image]}").write_bytes((wild.root / "images" / image).read_bytes())
+    questions = [{**q, "image": names[q["image"]]} for q in wild.questions]
+    answers = [{k: v for k, v in wild.references[q["question_id"]].items() if k != "answer_id"} for q in questions]
+    context = [{"id": name[:-4], "image": name, "captions": [wild.captions[image], "another caption."],
+                "instances": [{"category": "shape", "bbox": [0.167, 0.025, 0.989, 1.0]},
+                              {"category": "ground", "bbox": [0.0, 0.5, 1.0, 1.0]}]} for image, name in names.items()]
+    rule = {c: {"role": "Assistant", "prompt": f"Rate the {c} answers. \nFirst line: two scores."} for c in
+            ("conv", "detail", "complex")}
+    for name, rows in (("qa90_questions.jsonl", questions), ("qa90_gpt4_answer.jsonl", answers),
+                       ("caps_boxes_coco2014_val_80.jsonl", context)):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "rule.json").write_text(json.dumps(rule))
+    return root
+
+
+class _Scripted:
+    name, comparable, note = "scripted", True, ""
+
+    def __init__(self):
+        self.seen = []
+
+    def review(self, content):
+        self.seen.append(content)
+        return "8 6\nok"
+
+
+FAKE_OPENAI = '''
+import json, os
+class error:
+    class RateLimitError(Exception):
+        pass
+class ChatCompletion:
+    @staticmethod
+    def create(model, messages, temperature, max_tokens):
+        with open(os.environ["FAKE_OPENAI_LOG"], "a") as handle:
+            handle.write(json.dumps(messages[1]["content"]) + "\\n")
+        return {"choices": [{"message": {"content": "8 6\\nok"}}]}
+'''
+
+
+def test_coco_variant_reviews_and_scores_equal_upstream(world, tmp_path):
+    """The judge's prompt (captions, then one `category: [box]` line per object), the review rows and the scores
+    equal what LLaVA's own eval_gpt_review_visual.py and summarize_gpt_review.py make of the same files."""
+    from utabench.llava.bench import read_bench_coco
+
+    bench = read_bench_coco(_coco_bench(world, tmp_path / "coco"))
+    assert bench.variant == "coco" and bench.category_prefix == ""
+    answers = [{"question_id": q["question_id"], "prompt": q["text"], "text": f"answer {i}", "answer_id": f"m-{i}",
+                "model_id": "m", "metadata": {}} for i, q in enumerate(bench.questions)]
+    judge = _Scripted()
+    ours = review_answers(bench, answers, judge, tmp_path / "ours.jsonl")
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    (tmp_path / "openai.py").write_text(FAKE_OPENAI)
+    wheels = sorted((Path(sys.prefix) / "upstream").glob("llava_torch-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        (tmp_path / "eval_gpt_review_visual.py").write_bytes(wheel.read("llava/eval/eval_gpt_review_visual.py"))
+    root = tmp_path / "coco"
+    env = {"PYTHONPATH": str(tmp_path), "FAKE_OPENAI_LOG": str(tmp_path / "prompts.jsonl"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, str(tmp_path / "eval_gpt_review_visual.py"),
+                    "-q", str(root / "qa90_questions.jsonl"), "-c", str(root / "caps_boxes_coco2014_val_80.jsonl"),
+                    "-a", str(root / "qa90_gpt4_answer.jsonl"), str(tmp_path / "answers.jsonl"),
+                    "-r", str(root / "rule.json"), "-o", str(tmp_path / "theirs.jsonl")],
+                   env=env, check=True, capture_output=True, cwd=tmp_path)
+    prompts = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    assert judge.seen == prompts and "shape: [0.167, 0.025, 0.989, 1.0]\nground: [0.0, 0.5, 1.0, 1.0]" in prompts[0]
+    theirs = [json.loads(line) for line in (tmp_path / "theirs.jsonl").read_text().splitlines()]
+    fields = ("id", "question_id", "answer1_id", "answer2_id", "category", "tuple", "content")
+    assert [[r[f] for f in fields] for r in ours] == [[r[f] for f in fields] for r in theirs]
+    upstream, scores = _upstream_summarize(tmp_path / "theirs.jsonl"), summarize(ours)
+    for key, name in (("conv", "conversation"), ("detail", "detail"), ("complex", "complex"), ("all", "overall")):
+        assert [scores[name], scores[f"{name}_reference_x10"], scores[f"{name}_model_x10"]] == upstream[key], key
+
+
+def test_run_llava_bench_coco_records_its_variant(world, tmp_path, capsys):
+    root = _coco_bench(world, tmp_path / "coco")
+    stages = ["--stage1", f"{_stage_data(world, 1)['data']}:{_stage_data(world, 1)['images']}",
+              "--stage2", f"{_stage_data(world, 2)['data']}:{_stage_data(world, 2)['images']}"]
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({k: v for k, v in load_recipe("world", TINY).items() if k != "source"}))
+    assert main(["run", "llava-bench", "--backbone", "uta:tiny", "--dataset", f"llava-bench-coco:{root}",
+                 "--recipe", str(recipe), "--llm", _llava(world, "llm"), *stages, "--paper", "UTA B/16@224 2B",
+                 "--results", str(tmp_path / "r"), "--threads", "2", "--no-progress"]) == 0
+    record = json.loads((tmp_path / "r" / "uta_tiny" / "llava-bench" / "llava-bench-coco.json").read_text())
+    assert record["provenance"]["task_details"]["variant"] == "coco"
+    assert not list((tmp_path / "r").rglob("checkpoints"))  # the stages' training states went with the record
+    capsys.readouterr()
+    assert main(["tables", "--results", str(tmp_path / "r"), "--table", "3"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| uta:tiny"))
+    assert "| coco " in row and "no Δ: judged by offline-word-f1, not GPT-4" in table

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from utabench.harness.cli import main
-from utabench.harness.store import load_results, record_path, write_record
+from utabench.harness.store import load_results, read_record, record_path, write_record
 from utabench.harness.tables import render
 
 
@@ -160,3 +160,34 @@ def test_tables_show_paper_row_and_difference(tmp_path, capsys):
     assert main(["tables", "--results", str(results)]) == 0
     markdown = capsys.readouterr().out
     assert "↳ paper: UTA B/16@224 2B" in markdown and "+0.5" in markdown and "Published (Table 1" in markdown
+
+
+def test_a_job_being_run_elsewhere_is_skipped_and_a_dead_holder_is_taken_over(tmp_path, world, capsys):
+    """Two runs on one results directory: a job whose record another process has locked is skipped (and named);
+    the lock of a process that died is taken over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from utabench.harness.store import RecordLock
+
+    config, results, cache = _config(tmp_path, world), tmp_path / "results", tmp_path / "cache"
+    busy = record_path(results, "clip-tiny", "zeroshot-classification", "imagenet-1k")
+    other = RecordLock(busy)
+    assert other.acquire() is None  # as another process would hold it (flock: a second open file conflicts)
+    assert _run_all(config, results, cache) == 0
+    assert f"skipped, being run by pid {os.getpid()}" in capsys.readouterr().out
+    assert not busy.exists() and record_path(results, "clip-tiny", "retrieval", "flickr30k").exists()
+    other.release()
+    assert not busy.with_suffix(".lock").exists()
+    hold = ("import sys, time; from utabench.harness.store import RecordLock; RecordLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(busy)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    pid = holder.pid
+    os.kill(pid, signal.SIGKILL)
+    holder.wait()
+    assert f'"pid": {pid}' in busy.with_suffix(".lock").read_text()  # left behind by the killed process
+    assert _run_all(config, results, cache) == 0
+    assert read_record(busy)["status"] == "complete" and not busy.with_suffix(".lock").exists()

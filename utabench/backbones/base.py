@@ -22,7 +22,7 @@ from utabench.harness.schema import Schema
 class ImageOptions(Schema):
     """Options every backbone family takes (keys of its YAML entry, or `--option KEY=VALUE`)."""
 
-    image_size: Optional[PositiveInt] = None  # input resolution (position embeddings are resized); default: the config's
+    image_size: Optional[PositiveInt] = None  # input resolution (position embeddings resized); default: the config's
     seed: NonNegativeInt = 0  # seeds the random initialisation when no checkpoint is given
 
 

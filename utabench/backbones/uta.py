@@ -162,7 +162,7 @@ class UtaBackbone(Backbone):
         return [torch.cat([prefix, x], dim=1) for x, prefix in out]
 
 
-@BACKBONES.register("uta", help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>",
-                    schema=UtaOptions)
+@BACKBONES.register("uta", schema=UtaOptions,
+                    help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>")
 def build_uta(spec: BackboneSpec) -> Backbone:
     return UtaBackbone(spec)

@@ -1,30 +1,37 @@
-"""LLaVA-Bench (In-the-Wild) as a dataset entry, with what training LLaVA on it needs.
+"""LLaVA-Bench as a dataset entry, in both official variants, with what training LLaVA on it needs.
 
-    {type: llava-bench, root: DIR,                       # questions.jsonl, context.jsonl, answers_gpt4.jsonl, images/
-     llm: DIR,                                           # a local transformers causal LM (Vicuna, LLaMA, ...)
-     stage1: {data: blip_laion_cc_sbu_558k.json, images: DIR},   # LLaVA-Pretrain
-     stage2: {data: llava_instruct_150k.json, images: DIR},      # LLaVA-Instruct (COCO train2017 images)
-     recipe: paper,                                      # utabench/configs/llava/<name>.yaml or a path
-     overrides: {...},                                   # recipe keys to change, e.g. {projector: mlp2x_gelu}
-     projector: mm_projector.bin,                        # optional: a trained stage 1 (ours or LLaVA's); skips it
-     eval_only: DIR,                                     # optional: a stage-2 folder (ours or LLaVA's); evaluates only
-     rule: rule.json,                                    # default ROOT/rule.json
-     judge: {type: offline} | {type: openai, model: gpt-4-0314, base_url: URL, api_key_env: OPENAI_API_KEY}}
+    {type: llava-bench, root: DIR,                 # In-the-Wild: questions.jsonl, context.jsonl, answers_gpt4.jsonl,
+                                                   # rule.json, images/
+     rule: rule.json}                              # default ROOT/rule.json
+    {type: llava-bench-coco, root: DIR,            # COCO: qa90_questions.jsonl, qa90_gpt4_answer.jsonl,
+     images: DIR, rule: rule.json}                 # caps_boxes_coco2014_val_80.jsonl, rule.json; val2014 images
+                                                   # (default ROOT/val2014)
 
-Loading checks the bench files, the judge settings and that the LLM and data paths exist, before any model is built.
+plus the task's keys (llm, stage1, stage2, recipe, overrides, projector, eval_only, judge: see
+`tasks/llava_bench.py`). Loading checks the bench files and that the LLM and data paths exist, before any model is
+built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from utabench.datasets.images import fingerprint_files
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
-from utabench.llava.bench import BenchFiles, read_bench
-from utabench.llava.judge import make_judge
+from utabench.harness.schema import Schema
+from utabench.llava.bench import BenchFiles, read_bench, read_bench_coco
+
+
+class InTheWildEntry(Schema):
+    rule: Optional[str] = None  # LLaVA's llava/eval/table/rule.json (default ROOT/rule.json)
+
+
+class CocoEntry(Schema):
+    rule: Optional[str] = None
+    images: Optional[str] = None  # the COCO val2014 images (default ROOT/val2014)
 
 
 @dataclass
@@ -46,10 +53,7 @@ def _exists(value, what: str, hint: str) -> None:
         raise UtabenchError(f"{what} {value} does not exist; {hint}")
 
 
-@DATASETS.register("llava-bench", help="LLaVA-Bench (In-the-Wild): questions, context, reference answers, rule, images")
-def load_llava_bench(cfg: Dict[str, Any]) -> LlavaBenchSet:
-    bench = read_bench(cfg.get("root") or "", cfg.get("rule"))
-    make_judge(cfg.get("judge"))  # bad judge settings fail before training
+def _bench_set(cfg: Dict[str, Any], bench: BenchFiles) -> LlavaBenchSet:
     if cfg.get("eval_only"):
         _exists(cfg["eval_only"], "LLaVA checkpoint", "expected a stage-2 output folder (config.json + weights)")
     else:
@@ -58,11 +62,21 @@ def load_llava_bench(cfg: Dict[str, Any]) -> LlavaBenchSet:
         stages = ("stage2",) if cfg.get("projector") else ("stage1", "stage2")
         for stage in stages:
             entry = cfg.get(stage) or {}
-            if not isinstance(entry, dict):
-                raise UtabenchError(f"the dataset's `{stage}` must be {{data: FILE.json, images: DIR}}")
             _exists(entry.get("data"), f"{stage} data", f"set `{stage}: {{data: FILE.json, images: DIR}}`")
             _exists(entry.get("images"), f"{stage} image folder", f"set `{stage}: {{data: FILE.json, images: DIR}}`")
-    files = [bench.root / name for name in ("questions.jsonl", "context.jsonl", "answers_gpt4.jsonl")]
+    text = [bench.root / name for name in sorted(p.name for p in bench.root.glob("*.jsonl"))]
     options = {k: v for k, v in cfg.items() if k not in ("name", "type", "root")}
-    return LlavaBenchSet(name=cfg.get("name", "llava-bench"), type="llava-bench", root=bench.root, bench=bench,
-                         fingerprint=fingerprint_files(bench.root, files), options=options)
+    return LlavaBenchSet(name=cfg.get("name", cfg["type"]), type=cfg["type"], root=bench.root, bench=bench,
+                         fingerprint=fingerprint_files(bench.root, text + bench.files), options=options)
+
+
+@DATASETS.register("llava-bench", help="LLaVA-Bench (In-the-Wild): questions, context, reference answers, rule, images",
+                   schema=InTheWildEntry)
+def load_llava_bench(cfg: Dict[str, Any]) -> LlavaBenchSet:
+    return _bench_set(cfg, read_bench(cfg.get("root") or "", cfg.get("rule")))
+
+
+@DATASETS.register("llava-bench-coco", help="LLaVA-Bench (COCO, the UTA paper's Table 3): qa90 questions and GPT-4 "
+                   "answers, captions and boxes, rule, val2014 images", schema=CocoEntry)
+def load_llava_bench_coco(cfg: Dict[str, Any]) -> LlavaBenchSet:
+    return _bench_set(cfg, read_bench_coco(cfg.get("root") or "", cfg.get("rule"), cfg.get("images")))

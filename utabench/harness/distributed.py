@@ -48,6 +48,15 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast(info: DistInfo, value):
+    """Rank 0's `value` on every rank (a picklable object)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class StridedBatchSampler(Sampler[List[int]]):
     """Consecutive batches of `batch_size` indices; this rank yields batches rank, rank + world, ..."""
 

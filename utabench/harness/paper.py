@@ -104,7 +104,8 @@ def match_row(published: pd.DataFrame, paper: Optional[Dict[str, str]], table: i
                      [])
     row, theirs = hits[0]
     unstated = [f for f in KEY_FIELDS if ours[f] is not None and theirs[f] is None]
-    label = f"{row['method']} {row['model']}" + (f" {row['pairs']}" if "pairs" in row and pd.notna(row["pairs"]) else "")
+    pairs = row.get("pairs")
+    label = f"{row['method']} {row['model']}" + (f" {pairs}" if isinstance(pairs, str) and pairs else "")
     if unstated:
         label += f" (Table {table} does not state its {', '.join(unstated)})"
     return Match(row, label, unstated)

@@ -12,7 +12,8 @@ from typing import Dict
 import torch
 
 LIBRARIES = ("utabench", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "pillow", "clip_benchmark",
-             "safetensors")
+             "safetensors", "pydantic", "mmcv", "mmengine", "mmdet", "mmsegmentation", "transformers", "tokenizers",
+             "pycocotools", "lvis")
 
 
 @lru_cache(maxsize=None)

@@ -7,6 +7,7 @@ so an interrupted run loses nothing that finished.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -16,10 +17,10 @@ from typing import Any, Callable, Dict, List, Optional
 from utabench.backbones.factory import build_backbone, parse_backbone_spec
 from utabench.harness import provenance
 from utabench.harness.context import RunContext
-from utabench.harness.distributed import barrier
+from utabench.harness.distributed import barrier, broadcast
 from utabench.harness.errors import NotApplicable
 from utabench.harness.registry import BACKBONES, TASKS
-from utabench.harness.store import is_done, record_path, write_record
+from utabench.harness.store import RecordLock, is_done, record_path, write_record
 
 
 @dataclass
@@ -66,6 +67,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
             "backbone": backbone.spec.to_dict(),
             "backbone_info": info,
             "checkpoint_sha256": info["weights_sha256"],
+            "random_init_seed": None if backbone.spec.checkpoint else int(backbone.spec.options.get("seed", 0)),
             "dataset": {"config": job.dataset, "root": str(data.root), "fingerprint": data.fingerprint,
                         "num_images": out.num_images if out else None,
                         "skipped_images": out.skipped_images if out else None},
@@ -76,6 +78,8 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
             "code_version": provenance.code_version(),
             "libraries": provenance.library_versions(),
             "wall_seconds": round(wall, 3),
+            "train_seconds": round(out.train_seconds, 3) if out else None,
+            "model_seconds": round(out.model_seconds, 3) if out else None,
             "images_per_second": round(out.num_images / out.model_seconds, 2) if out and out.model_seconds else None,
             "host": provenance.host(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -86,15 +90,44 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
     return record
 
 
+def _row(job: Job, status: str) -> Dict[str, str]:
+    return {"backbone": job.backbone_key, "task": job.task, "dataset": job.dataset["name"], "status": status}
+
+
+def _discard(paths) -> None:
+    for path in paths:
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+
+def _run_one(job: Job, backbone, data, ctx: RunContext, log: Callable[[str], None]) -> str:
+    start = time.perf_counter()
+    job_ctx = replace(ctx, work_dir=job.path.parent / f"{job.path.stem}.work")
+    try:
+        out, status, reason = TASKS.get(job.task)().run(backbone, data, job_ctx), "complete", ""
+    except NotApplicable as exc:
+        out, status, reason = None, "not_applicable", str(exc)
+    wall = time.perf_counter() - start
+    if ctx.dist.is_main:
+        write_record(job.path, _record(job, backbone, data, out, status, reason, ctx, wall))
+        _discard(out.discard if out else [])  # only now: until the record exists, a rerun may need them
+    barrier(ctx.dist)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in out.metrics.items()) if out else reason
+    log(f"[{job.backbone_key}] {job.task} / {job.dataset['name']}: {shown} ({wall:.1f}s)")
+    return status
+
+
 def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
              log: Callable[[str], None] = print) -> List[Dict[str, str]]:
-    """Run the jobs that are not done (all with `force`); returns one summary row per job."""
+    """Run the jobs that are not done (all with `force`); returns one summary row per job. A job that another
+    process is running on the same results (its record is locked) is skipped."""
     summary = []
     pending = []
     for job in jobs:
         if not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
-            summary.append({"backbone": job.backbone_key, "task": job.task, "dataset": job.dataset["name"],
-                            "status": "skipped (done)"})
+            summary.append(_row(job, "skipped (done)"))
         else:
             pending.append(job)
     datasets = {}
@@ -106,22 +139,24 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
     for job in pending:
         by_backbone.setdefault(job.backbone_key, []).append(job)
     for key, group in by_backbone.items():
-        backbone = build_backbone(group[0].backbone).to(ctx.device)
+        backbone = None
         for job in group:
-            data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
-            start = time.perf_counter()
-            job_ctx = replace(ctx, work_dir=job.path.parent / f"{job.path.stem}.work")
+            lock = RecordLock(job.path)
+            held_by = lock.acquire() if ctx.dist.is_main else None
+            held_by = broadcast(ctx.dist, held_by)
+            if held_by is None and not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
+                held_by = "a run that has finished it meanwhile"
+            if held_by is not None:
+                lock.release()
+                log(f"[{key}] {job.task} / {job.dataset['name']}: skipped, being run by {held_by}")
+                summary.append(_row(job, f"skipped (running: {held_by})"))
+                continue
             try:
-                out, status, reason = TASKS.get(job.task)().run(backbone, data, job_ctx), "complete", ""
-            except NotApplicable as exc:
-                out, status, reason = None, "not_applicable", str(exc)
-            wall = time.perf_counter() - start
-            if ctx.dist.is_main:
-                write_record(job.path, _record(job, backbone, data, out, status, reason, ctx, wall))
-            barrier(ctx.dist)
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in out.metrics.items()) if out else reason
-            log(f"[{key}] {job.task} / {job.dataset['name']}: {shown} ({wall:.1f}s)")
-            summary.append({"backbone": key, "task": job.task, "dataset": job.dataset["name"], "status": status})
+                if backbone is None:
+                    backbone = build_backbone(group[0].backbone).to(ctx.device)
+                data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
+                summary.append(_row(job, _run_one(job, backbone, data, ctx, log)))
+            finally:
+                lock.release()
         del backbone
     return summary
-

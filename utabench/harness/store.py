@@ -2,12 +2,16 @@
 
 Layout: RESULTS/<backbone>/<task>/<dataset>.json. A record whose status is `complete` or `not_applicable` is done;
 `run-all` skips it unless forced. A crash can leave only whole records (or none): files are replaced atomically.
+A job's `<record>.lock` tells another run on the same results that the job is being run (and by whom).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -57,3 +61,53 @@ def iter_records(results: Path) -> Iterator[Dict[str, Any]]:
 def load_results(results: str | Path) -> pd.DataFrame:
     """All records of a results directory as one flat DataFrame (metrics.top1, provenance.wall_seconds, ...)."""
     return pd.json_normalize(list(iter_records(Path(results))))
+
+
+class RecordLock:
+    """`<record>.lock`: held by the process that runs the record's job, so a second run on the same results skips it.
+
+    The file names its holder (pid, host, start); the lock itself is an exclusive `flock` on it, which the kernel
+    drops when the holder dies, so a lock left by a killed run is taken over without any clean-up."""
+
+    def __init__(self, record: Path):
+        self.path = Path(record).with_suffix(".lock")
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> Optional[str]:
+        """None when this process now holds the lock, else who holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return self.holder()
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:  # the previous holder removed it between our open and our lock
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return None
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            info = {}
+        return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('started', '?')}"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None

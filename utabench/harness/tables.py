@@ -187,7 +187,8 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
             if group.paper_row.iloc[0]:
                 lines.append({"Backbone": f"↳ paper: {group.paper_row.iloc[0]}", **{c: _fmt(by.paper[c]) for c in columns}})
                 if by.paper.notna().any():
-                    lines.append({"Backbone": "↳ Δ (ours − paper)", **{c: _fmt(by.delta[c], True) for c in columns}})
+                    delta = {c: _fmt(by.delta[c], True) for c in columns}
+                    lines.append({"Backbone": "↳ Δ (ours − paper)", **delta})
             if group.note.iloc[0]:
                 notes.append(f"- {backbone}: no Δ: {group.note.iloc[0]}.")
         out.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))

@@ -30,7 +30,8 @@ from utabench.harness.schema import Schema, validated_dict
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 CATEGORY_NAMES = {"llava_bench_conv": "conversation", "llava_bench_detail": "detail",
-                  "llava_bench_complex": "complex", "all": "overall"}
+                  "llava_bench_complex": "complex", "conv": "conversation", "detail": "detail", "complex": "complex",
+                  "all": "overall"}  # In-the-Wild's review categories, then COCO's
 
 
 def review_prompt(caption: str, question: str, reference: str, answer: str, rule: Dict[str, str]) -> str:

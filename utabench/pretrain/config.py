@@ -28,7 +28,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import (Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator,
+                      model_validator)
 
 from utabench.harness.config import _expand, bundled_config, check_backbone_entry, read_yaml_mapping
 from utabench.harness.errors import UtabenchError

@@ -147,7 +147,8 @@ class DistillRecipe:
                                 logit_scale)
         path = Path(out_dir) / "final.safetensors"
         meta = {"utabench": json.dumps({"objective": self.objective.name, "steps": steps})}
-        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta))
+        state = {k: v.contiguous() for k, v in state.items()}
+        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
         entry = {"spec": f"uta:{self.module.model_name}", "checkpoint": str(path)}
         if not self.text_state:  # an image-only teacher's student pairs with a text tower given separately
             entry["text"] = None

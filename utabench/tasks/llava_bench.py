@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from pydantic import model_validator
@@ -66,6 +67,7 @@ class LlavaBench(Task):
         judge = make_judge(opts.get("judge"))
         log = print if ctx.dist.is_main else (lambda _: None)
         stages = {}
+        trained = time.perf_counter()
         folder = opts.get("eval_only")
         if not folder:
             init = opts.get("projector")
@@ -75,6 +77,7 @@ class LlavaBench(Task):
                 init = str(work / "stage1" / "mm_projector.bin")
             cfg = stage_config(recipe, 2, opts.get("stage2"), backbone, opts["llm"], str(init))
             folder = stages["stage2"] = str(train_stage(cfg, backbone, work / "stage2", ctx, log))
+        train_seconds = time.perf_counter() - trained
         generation = recipe["generation"]
         key = hashlib.sha256(f"{weights_fingerprint(folder)}{generation}{backbone.info.weights_sha256}"
                              .encode()).hexdigest()[:12]
@@ -92,7 +95,10 @@ class LlavaBench(Task):
         reviews = list(read_complete_lines(reviews_path, "question_id").values())  # every rank reads; rank 0 wrote
         scores = summarize(reviews)
         metrics = {ours: scores.get(theirs, 0) for ours, theirs in METRICS.items()}
-        details = {"judge": judge.name, "judge_comparable_to_paper": judge.comparable, "judge_note": judge.note,
-                   "scores": scores, "recipe": recipe["source"], "stages": stages, "model": str(folder),
-                   "answers": str(answers_path), "reviews": str(reviews_path)}
-        return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds, details=details)
+        details = {"variant": data.bench.variant, "judge": judge.name, "judge_comparable_to_paper": judge.comparable,
+                   "judge_note": judge.note, "scores": scores, "recipe": recipe["source"], "stages": stages,
+                   "model": str(folder), "answers": str(answers_path), "reviews": str(reviews_path)}
+        # the stages' resumable states (a whole LLM each for stage 2) are not needed once the record is written
+        discard = [Path(stage) / "checkpoints" for stage in stages.values()]
+        return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds,
+                          train_seconds=train_seconds, details=details, discard=discard)
