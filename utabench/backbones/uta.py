@@ -73,8 +73,9 @@ def build_uta_vision(vision: Dict[str, Any], embed_dim: int, image_size: Optiona
     )
 
 
-def build_text_tower(text: Dict[str, Any], embed_dim: int) -> torch.nn.Module:
-    return _build_text_tower(embed_dim, CLIPTextCfg(**text))
+def build_text_tower(cfg: Dict[str, Any]) -> torch.nn.Module:
+    """The config's CLIP text tower (`quick_gelu: true` for OpenAI CLIP teachers' towers)."""
+    return _build_text_tower(cfg["embed_dim"], CLIPTextCfg(**cfg["text"]), quick_gelu=bool(cfg.get("quick_gelu")))
 
 
 class UtaBackbone(Backbone):
@@ -93,10 +94,10 @@ class UtaBackbone(Backbone):
                               vision["pt_seq_len"], spec.checkpoint)
             load_strict(self.visual, visual_state, spec.checkpoint)
             if text_state and text_choice == "checkpoint":
-                self.text = build_text_tower(cfg["text"], cfg["embed_dim"])
+                self.text = build_text_tower(cfg)
                 load_strict(self.text, text_state, spec.checkpoint)
         elif text_choice == "checkpoint":
-            self.text = build_text_tower(cfg["text"], cfg["embed_dim"])  # random init, seeded by the factory
+            self.text = build_text_tower(cfg)  # random init, seeded by the factory
         if isinstance(text_choice, (dict, str)) and text_choice != "checkpoint":
             from utabench.backbones.factory import build_backbone
 

@@ -101,6 +101,15 @@ class PaperAblation(Schema):
     table: Literal[6, 7, 8]
     row: str
 
+    @model_validator(mode="after")
+    def _published(self):
+        from utabench.harness.tables import published_table
+
+        rows = list(published_table(f"paper_table{self.table}.csv")["config"])
+        if self.row not in rows:
+            raise ValueError(f"Table {self.table} has no row {self.row!r}; its rows: {', '.join(rows)}")
+        return self
+
 
 class PretrainConfig(Schema):
     objective: Literal[OBJECTIVES] = "uta"

@@ -107,7 +107,7 @@ class DistillRecipe:
         """The teacher's text tower must fit the student config's `text` section, or the export would not load."""
         if not self.text_state:
             return
-        tower = build_text_tower(self.module.config["text"], self.module.config["embed_dim"])
+        tower = build_text_tower(self.module.config)
         try:
             load_strict(tower, self.text_state, f"teacher {self.teacher.spec.key}'s text tower")
         except UtabenchError as exc:
