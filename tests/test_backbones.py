@@ -85,7 +85,7 @@ def _release_checkpoint(config="tiny", seed=7):
     cfg = load_uta_config(config)
     torch.manual_seed(seed)
     visual = build_uta_vision(cfg["vision"], cfg["embed_dim"]).eval()
-    text = build_text_tower(cfg["text"], cfg["embed_dim"]).eval()
+    text = build_text_tower(cfg).eval()
     state = timm_to_release(visual, text.state_dict(), cfg["vision"]["pt_seq_len"], logit_scale=100.0)
     return cfg, visual, text, state
 

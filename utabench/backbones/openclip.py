@@ -1,21 +1,30 @@
 """CLIP-family backbones through open_clip: OpenAI CLIP, OpenCLIP, DataComp, EVA-02-CLIP / EVA-01-CLIP configs.
 
-Weights come from a local state-dict file (read safely, converted with open_clip's own state-dict conversions) or
-are randomly initialised. Our own small configs (used by the embedded default) are added to open_clip's registry.
+Weights load as they are published, read safely and loaded strictly:
+- OpenAI's `.pt` releases (TorchScript archives; their tensors are read without running the archive). Their
+  towers use QuickGELU, which the model then uses too, whatever the config name says.
+- open_clip hub files: `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`, or the downloaded hub folder
+  itself, whose `open_clip_config.json` is checked against the named config (and says whether to use QuickGELU).
+- BAAI's original EVA-02-CLIP / EVA-CLIP checkpoints (`EVA02_CLIP_B_psz16_s8B.pt`, ...): their `visual.*` keys go
+  through timm's EVA checkpoint filter into open_clip's timm tower, their text keys under `text.`.
+- any open_clip state dict (`model.state_dict()`).
+Without a checkpoint the model is randomly initialised. Our own small configs (used by the embedded default) are
+added to open_clip's registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import open_clip
 import torch
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
-from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.harness.checkpoint import is_torchscript, load_strict, read_state_dict, sha256_file
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import BACKBONES
 
@@ -33,12 +42,79 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def load_open_clip_weights(model: torch.nn.Module, path: str) -> None:
+class ClipOptions(ImageOptions):
+    quick_gelu: Optional[bool] = None  # QuickGELU activations; default: as the checkpoint's release says, else the config
+
+
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # 0-d tensors in OpenAI's archives
+_TEXT_KEYS = ("positional_embedding", "text_projection", "token_embedding.", "transformer.", "ln_final.",
+              "attn_mask")
+_ARCHITECTURE = ("layers", "width", "heads", "patch_size", "timm_model_name")
+
+
+def resolve_checkpoint(path: str) -> Tuple[Path, Optional[Dict[str, Any]]]:
+    """The weights file of a checkpoint path (a file, or an open_clip hub folder) and the hub's open_clip_config.json
+    beside it, if any."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = next((path / name for name in HUB_WEIGHTS if (path / name).is_file()), None)
+        if found is None:
+            raise UtabenchError(f"checkpoint folder {path} holds neither {' nor '.join(HUB_WEIGHTS)}; pass the weights "
+                                "file or an open_clip hub folder")
+        path = found
+    config = path.parent / "open_clip_config.json"
+    if path.name in HUB_WEIGHTS and config.is_file():
+        try:
+            return path, json.loads(config.read_text())
+        except json.JSONDecodeError as exc:
+            raise UtabenchError(f"{config} is not valid JSON ({exc.msg})") from None
+    return path, None
+
+
+def check_hub_config(hub: Dict[str, Any], model: str, source: Path) -> None:
+    """The hub's model_cfg must describe the architecture of the named open_clip config."""
+    ours, theirs = open_clip.get_model_config(model), hub.get("model_cfg") or {}
+    differences = [f"embed_dim {theirs['embed_dim']} vs {ours['embed_dim']}"] if theirs.get(
+        "embed_dim", ours["embed_dim"]) != ours["embed_dim"] else []
+    for tower in ("vision_cfg", "text_cfg"):
+        for key in _ARCHITECTURE:
+            a, b = (theirs.get(tower) or {}).get(key), (ours.get(tower) or {}).get(key)
+            if a is not None and b is not None and a != b:
+                differences.append(f"{tower}.{key} {a} vs {b}")
+    if differences:
+        raise UtabenchError(f"{source.parent / 'open_clip_config.json'} describes another model than {model} "
+                            f"({'; '.join(differences[:3])}); name the open_clip config the weights were trained with")
+
+
+def _from_eva_clip(state: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """BAAI's EVA-CLIP layout (`visual.blocks.N.mlp.w1`, `visual.rope.*`, text keys at the top or under `text.`) in
+    open_clip's (`visual.trunk.*` through timm's EVA checkpoint filter, `text.*`)."""
+    from timm.models.eva import checkpoint_filter_fn
+
+    visual = checkpoint_filter_fn({k: v for k, v in state.items() if k.startswith("visual.")}, model.visual.trunk)
+    out = {f"visual.trunk.{k}": v for k, v in visual.items()}
+    for key, value in state.items():
+        if key.startswith("visual."):
+            continue
+        if key == "text.logit_scale":
+            key = "logit_scale"
+        elif key.startswith(_TEXT_KEYS):
+            key = f"text.{key}"
+        out[key] = value
+    return out
+
+
+def load_open_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Read a checkpoint without unpickling objects and load it strictly, the way open_clip converts it."""
     from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
     from open_clip.model import convert_to_custom_text_state_dict
 
     state = read_state_dict(path)
+    for key in [k for k in state if k in _OPENAI_EXTRAS or k.endswith("attn_mask")]:
+        del state[key]  # OpenAI's 0-d extras; causal masks (derived buffers, kept by TorchScript archives)
+    if hasattr(model.visual, "trunk") and "visual.pos_embed" in state:
+        state = _from_eva_clip(state, model)
     state = convert_state_dict(model, state)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
@@ -59,16 +135,22 @@ class OpenClipBackbone(Backbone):
                 f"unknown open_clip model config {spec.model!r}; known: {', '.join(open_clip.list_models())}"
             )
         image_size = spec.options.get("image_size")
+        weights, hub = resolve_checkpoint(spec.checkpoint) if spec.checkpoint else (None, None)
+        if hub is not None:
+            check_hub_config(hub, spec.model, weights)
+        quick_gelu = spec.options.get("quick_gelu")
+        if quick_gelu is None and weights is not None:  # OpenAI's releases, and hub configs that say so
+            quick_gelu = is_torchscript(weights) or bool((hub or {}).get("model_cfg", {}).get("quick_gelu"))
         with _quiet_root_logger():  # open_clip warns on every random init, which is what no checkpoint means
             self.model, _, self._preprocess = open_clip.create_model_and_transforms(
-                spec.model, pretrained=None, force_image_size=image_size
+                spec.model, pretrained=None, force_image_size=image_size, force_quick_gelu=bool(quick_gelu)
             )
-        if spec.checkpoint:
+        if weights is not None:
             # a timm tower is resized after its weights load (as open_clip does); a native one resizes them on load
             resize_after = image_size and hasattr(self.model.visual, "trunk")
             if resize_after:
                 self.model.visual.set_input_size(open_clip.get_model_config(spec.model)["vision_cfg"]["image_size"])
-            load_open_clip_weights(self.model, spec.checkpoint)
+            load_open_clip_weights(self.model, weights)
             if resize_after:
                 self.model.visual.set_input_size(image_size)
         self._tokenizer = open_clip.get_tokenizer(spec.model)
@@ -88,7 +170,7 @@ class OpenClipBackbone(Backbone):
             embed_dim=int(open_clip.get_model_config(spec.model)["embed_dim"]),
             num_prefix_tokens=prefix, has_text=True,
             weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
-            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+            weights_sha256=sha256_file(weights) if weights is not None else None,
         )
 
     def image_transform(self) -> Callable:
@@ -134,6 +216,6 @@ class OpenClipBackbone(Backbone):
 
 
 @BACKBONES.register("clip", help="open_clip CLIP models (OpenAI CLIP, OpenCLIP, DataComp): clip:<open_clip config>",
-                    schema=ImageOptions)
+                    schema=ClipOptions)
 def build_clip(spec: BackboneSpec) -> Backbone:
     return OpenClipBackbone(spec, family="clip")

@@ -13,8 +13,8 @@ import open_clip
 import timm
 import torch
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
-from utabench.backbones.openclip import OpenClipBackbone
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.openclip import ClipOptions, OpenClipBackbone
 from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import BACKBONES
@@ -65,7 +65,7 @@ class TimmImageBackbone(Backbone):
 @BACKBONES.register(
     "eva02",
     help="EVA-02: eva02:<open_clip EVA02-* config> (EVA-02-CLIP) or eva02:<timm eva02_* model> (MIM, image-only)",
-    schema=ImageOptions,
+    schema=ClipOptions,
 )
 def build_eva02(spec: BackboneSpec) -> Backbone:
     if spec.model in open_clip.list_models():

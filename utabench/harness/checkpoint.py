@@ -1,13 +1,24 @@
-"""Safe checkpoint reading: safetensors or `torch.load(weights_only=True)`, never arbitrary unpickling.
+"""Safe checkpoint reading: safetensors, `torch.load(weights_only=True)`, or the tensors of a TorchScript archive
+(OpenAI's CLIP releases) read by a restricted unpickler; never arbitrary unpickling, never code from a file.
+
+A TorchScript archive (a zip with `constants.pkl`, `code/`, `data.pkl`, `data/`) is what `torch.jit.load` runs:
+loading it executes the archive's TorchScript (its `__setstate__` methods, for one). Instead, `data.pkl` is read
+with an unpickler that knows only tensors (`torch._utils._rebuild_tensor_v2`, typed storages read from `data/<key>`),
+ordered dicts, TorchScript's list builders and the archive's module classes, which become inert attribute holders;
+anything else (a global such as `os.system`, a module with custom `__getstate__`) is refused. The module tree is then
+flattened to a state dict, as `torch.jit.load(...).state_dict()` would give it.
 
 Also the strict-load helper that turns missing / unexpected keys into one readable error.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import io
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping
 
@@ -16,6 +27,98 @@ import torch
 from utabench.harness.errors import UtabenchError
 
 _WRAPPERS = ("state_dict", "model", "module", "model_ema")
+_STORAGES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+             "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+             "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+             "BoolStorage": torch.bool}
+
+
+class _ScriptModule:
+    """What a TorchScript module class of the archive becomes: the attributes its pickled state names, nothing else."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError("a module with its own __getstate__ (its state is not plain attributes)")
+        self.__dict__["state"] = state
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *_ignored) -> torch.Tensor:
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    def __init__(self, archive: zipfile.ZipFile, root: str):
+        super().__init__(io.BytesIO(archive.read(f"{root}/data.pkl")))
+        self.archive, self.root, self.storages = archive, root, {}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name in _STORAGES:
+            return _StorageType(_STORAGES[name])
+        if module == "__torch__" or module.startswith("__torch__."):
+            return _ScriptModule
+        if module == "torch.jit._pickle" and name.startswith("build_") and name.endswith("list"):
+            return list
+        if (module, name) == ("torch.jit._pickle", "restore_type_tag"):
+            return lambda value, _tag: value
+        raise pickle.UnpicklingError(f"refers to {module}.{name}")
+
+    def persistent_load(self, pid):
+        kind, storage_type, key, _location, numel = pid
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"an unknown persistent object {kind!r}")
+        if key not in self.storages:
+            raw = bytearray(self.archive.read(f"{self.root}/data/{key}"))
+            self.storages[key] = (torch.frombuffer(raw, dtype=storage_type.dtype) if raw
+                                  else torch.empty(0, dtype=storage_type.dtype))
+        return self.storages[key]
+
+
+def _flatten_modules(module: _ScriptModule, prefix: str, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    for name, value in module.__dict__.get("state", {}).items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, _ScriptModule):
+            _flatten_modules(value, f"{prefix}{name}.", out)
+    return out
+
+
+def is_torchscript(path: str | Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def read_torchscript_state(path: str | Path) -> Dict[str, torch.Tensor]:
+    """The parameters and buffers of a TorchScript archive, without running any of it."""
+    with zipfile.ZipFile(path) as archive:
+        roots = [name[: -len("/data.pkl")] for name in archive.namelist() if name.endswith("/data.pkl")]
+        if len(roots) != 1:
+            raise UtabenchError(f"checkpoint {path} is a TorchScript archive without one data.pkl; expected a model "
+                                "saved with torch.jit.save")
+        order = f"{roots[0]}/byteorder"
+        if order in archive.namelist() and archive.read(order).decode().strip() != "little":
+            raise UtabenchError(f"checkpoint {path} stores big-endian tensors; re-save it on a little-endian machine")
+        try:
+            top = _TorchScriptUnpickler(archive, roots[0]).load()
+        except (pickle.UnpicklingError, ValueError, TypeError, KeyError) as exc:
+            raise UtabenchError(f"checkpoint {path} is a TorchScript archive whose data.pkl {exc}: utabench reads "
+                                "only tensors from such archives; save `model.state_dict()` instead") from None
+    if not isinstance(top, _ScriptModule):
+        raise UtabenchError(f"checkpoint {path} is a TorchScript archive without a module; expected torch.jit.save")
+    state = _flatten_modules(top, "", {})
+    if not state:
+        raise UtabenchError(f"checkpoint {path} is a TorchScript archive without tensors")
+    return state
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -39,13 +142,8 @@ def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tens
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise UtabenchError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("constants.pkl") for name in archive.namelist()):
-                raise UtabenchError(
-                    f"checkpoint {path} is a TorchScript archive; utabench loads state dicts only: "
-                    "save `model.state_dict()` (or use open_clip's state-dict release of the weights)"
-                )
+    if is_torchscript(path):
+        return read_torchscript_state(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
