@@ -108,3 +108,25 @@ def test_corrupt_image_is_named_or_skipped(tmp_path):
         ImageList([(good, 0), (bad, 1)])[1]
     skipping = ImageList([(good, 0), (bad, 1)], skip_corrupt=True)
     assert skipping[1] is None and skipping[0][1:] == (0, 0)
+
+
+def test_fingerprint_reads_contents_and_caches_them(world, tmp_path, monkeypatch):
+    """An image changed in place (same name, same size) changes the fingerprint; unchanged files are not read
+    again (their hashes are cached by path, size and modification time)."""
+    import shutil
+
+    from utabench.datasets import fingerprint as fp
+
+    root = tmp_path / "sketch"
+    shutil.copytree(world / "imagenet-sketch", root)
+    files = sorted(root.rglob("*.JPEG"))
+    first = fp.fingerprint(root, files, b"x", tmp_path / "cache")
+    reads = []
+    monkeypatch.setattr(fp, "file_sha256", lambda path, real=fp.file_sha256: reads.append(path) or real(path))
+    assert fp.fingerprint(root, files, b"x", tmp_path / "cache") == first and reads == []
+    data = bytearray(files[0].read_bytes())
+    data[-3] ^= 0xFF  # one byte flipped: same size
+    files[0].write_bytes(bytes(data))
+    changed = fp.fingerprint(root, files, b"x", tmp_path / "cache")
+    assert changed != first and reads == [files[0].resolve()]
+    assert fp.fingerprint(root, files, b"y", tmp_path / "cache") != changed  # class names / templates count too

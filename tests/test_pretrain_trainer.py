@@ -2,6 +2,7 @@
 webdataset input, the step sampler's sharding and the FLOP counts of the four objectives."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -45,6 +46,7 @@ def test_resume_continues_exactly(world, finished, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step-00000003.pt", "step-00000006.pt"]
     (tmp_path / "checkpoints").mkdir()
     shutil.copy(out / "checkpoints" / "step-00000003.pt", tmp_path / "checkpoints")
+    shutil.copy(out / "log.jsonl", tmp_path / "log.jsonl")  # as a run killed after logging step 6 would leave it
     logs = []
     pretrain(_cfg(world, workers=2), tmp_path, progress=False, log=logs.append)  # loader workers do not matter
     assert any("resuming" in line and "step 3" in line for line in logs)
@@ -56,6 +58,12 @@ def test_resume_continues_exactly(world, finished, tmp_path):
     moments_b = [(s["exp_avg"], s["exp_avg_sq"]) for s in state_b["optimizer"]["state"].values()]
     assert all(torch.equal(x, y) for pair_a, pair_b in zip(moments, moments_b) for x, y in zip(pair_a, pair_b))
     assert torch.equal(state_a["rng"]["torch"], state_b["rng"]["torch"])
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "final.safetensors", tmp_path / "final.json", tmp_path / "checkpoints" / "step-00000006.pt"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path  # results directories are shared
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [6]
 
 
 def test_export_loads_as_a_uta_backbone_with_the_teachers_text(world, finished, tmp_path, capsys):

@@ -46,6 +46,10 @@ def test_run_all_records_provenance_and_skips_done(tmp_path, world, capsys):
                 "provenance.device", "provenance.wall_seconds", "provenance.images_per_second",
                 "provenance.backbone_info.params", "provenance.backbone.model"):
         assert key in frame.columns and row[key] not in (None, "")
+    assert row["provenance.random_init_seed"] == 0 and row["provenance.train_seconds"] == 0
+    assert row["provenance.model_seconds"] > 0
+    assert {"mmcv", "mmdet", "mmsegmentation", "transformers", "pycocotools", "lvis"} <= {
+        key.split(".")[-1] for key in frame.columns if key.startswith("provenance.libraries.")}
     assert "### Table 1" in capsys.readouterr().out
     first = {p: p.read_text() for p in results.rglob("*.json")}
     assert _run_all(config, results, cache) == 0
@@ -55,6 +59,15 @@ def test_run_all_records_provenance_and_skips_done(tmp_path, world, capsys):
     rerun = {p: json.loads(p.read_text()) for p in results.rglob("*.json")}
     assert all(rerun[p]["metrics"] == json.loads(first[p])["metrics"] for p in first)  # deterministic
     assert not list(results.rglob("*.tmp"))
+    assert {oct(p.stat().st_mode & 0o777) for p in results.rglob("*.json")} == {oct(0o666 & ~_umask())}
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_checkpoint_hash_in_record(tmp_path, world):

@@ -43,7 +43,7 @@ def _quiet_root_logger():
 
 
 class ClipOptions(ImageOptions):
-    quick_gelu: Optional[bool] = None  # QuickGELU activations; default: as the checkpoint's release says, else the config
+    quick_gelu: Optional[bool] = None  # QuickGELU; default: as the checkpoint's release says, else the config
 
 
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from utabench.datasets.images import fingerprint_files, list_images
+from utabench.datasets.images import list_images
 from utabench.datasets.vocab import (imagenet_class_index, imagenet_subset_wnids, read_classnames,
                                      read_templates)
 from utabench.harness.errors import UtabenchError
@@ -43,7 +43,12 @@ class ClassificationSet:
     samples: List[Tuple[Path, int]]
     classnames: List[str]
     templates: List[str]
-    fingerprint: str
+    extra: bytes = b""  # what else the results depend on (mapping files), for the fingerprint
+    fingerprint: str = ""  # filled by the runner from `files` and `extra` (datasets/fingerprint.py)
+
+    @property
+    def files(self) -> List[Path]:
+        return [path for path, _ in self.samples]
 
 
 def _root(cfg: Dict[str, Any], layout: str) -> Path:
@@ -85,11 +90,9 @@ def _samples(root: Path, folders: List[str], labels: List[int], layout: str) -> 
 
 def _build(cfg, type_, root, samples, classnames, extra: bytes = b"") -> ClassificationSet:
     templates = read_templates(cfg.get("templates"))
-    files = [p for p, _ in samples]
-    return ClassificationSet(
-        name=cfg.get("name", type_), type=type_, root=root, samples=samples, classnames=classnames,
-        templates=templates, fingerprint=fingerprint_files(root, files, extra),
-    )
+    labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
+    return ClassificationSet(name=cfg.get("name", type_), type=type_, root=root, samples=samples,
+                             classnames=classnames, templates=templates, extra=extra + labels)
 
 
 def _wnid_dataset(cfg, type_: str, layout: str, subdirs=(), subset: Optional[str] = None) -> ClassificationSet:

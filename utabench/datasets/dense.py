@@ -11,7 +11,6 @@ and to take the category list (and LVIS's per-category image counts, for the fed
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,12 @@ class DenseSet:
     classes: List[str]
     train_ann: Optional[Path]  # None when only evaluating
     val_ann: Optional[Path]
-    fingerprint: str
     num_val_images: int
+    files: List[Path] = field(default_factory=list)  # annotation files and evaluation images, for the fingerprint
     options: Dict[str, Any] = field(default_factory=dict)  # the task's keys of the dataset entry (recipe, ...)
     class_image_counts: Optional[List[int]] = None
+    extra: bytes = b""
+    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
 
 
 def _root(cfg: Dict[str, Any], layout: str) -> Path:
@@ -49,15 +50,29 @@ def _need(path: Path, layout: str) -> Path:
 
 
 def _categories(path: Path, layout: str):
-    """(categories sorted by id, number of images) of an instances annotation file."""
+    """(categories sorted by id, the image entries) of an instances annotation file."""
     try:
         data = json.loads(path.read_text())
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
             raise TypeError("images / annotations must be lists")
-        return categories, len(data["images"])
+        return categories, data["images"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UtabenchError(f"{path} is not an instances annotation file ({exc}); expected {layout}") from None
+
+
+def _image_path(root: Path, entry: Dict[str, Any], kind: str, ann: Path, layout: str) -> Path:
+    """Where mmdet reads an image: COCO's `val2017/<file_name>`, LVIS's `coco_url` path under ROOT."""
+    try:
+        name = (entry["coco_url"].replace("http://images.cocodataset.org/", "") if kind == "lvis"
+                else f"val2017/{entry['file_name']}")
+    except (KeyError, AttributeError):
+        raise UtabenchError(f"{ann}: an image entry without {'coco_url' if kind == 'lvis' else 'file_name'}; "
+                            f"expected {layout}") from None
+    path = root / name
+    if not path.is_file():
+        raise UtabenchError(f"image {path} listed in {ann} is missing; expected {layout}")
+    return path
 
 
 def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: str) -> DenseSet:
@@ -67,7 +82,7 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
             for split, rel in files.items()}
     for split in ("val",) if eval_only else ("train", "val"):
         _need(root / f"{split}2017", layout)
-    val_categories, num_val = _categories(anns["val"], layout)
+    val_categories, val_images = _categories(anns["val"], layout)
     counts = None
     if anns["train"] is not None:
         train_categories, _ = _categories(anns["train"], layout)
@@ -75,14 +90,13 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
             raise UtabenchError(f"{anns['train']} and {anns['val']} list different categories; expected one list")
         if kind == "lvis":
             counts = [int(c.get("image_count", 0)) for c in train_categories]
-    digest = hashlib.sha256()
-    for path in anns.values():
-        if path is not None:
-            digest.update(path.name.encode() + str(path.stat().st_size).encode())
+    # what the metrics depend on: the annotation files and the evaluation images (the training images are
+    # covered by the training annotations; hashing 118k of them would cost minutes on a cluster's file system)
+    files = [path for path in anns.values() if path is not None]
+    files += [_image_path(root, entry, kind, anns["val"], layout) for entry in val_images]
     return DenseSet(name=cfg.get("name", kind), type=cfg["type"], root=root,
                     classes=[c["name"] for c in val_categories], train_ann=anns["train"], val_ann=anns["val"],
-                    fingerprint=digest.hexdigest(), num_val_images=num_val, options=dict(cfg),
-                    class_image_counts=counts)
+                    num_val_images=len(val_images), files=files, options=dict(cfg), class_image_counts=counts)
 
 
 @DATASETS.register("coco-instances", help="COCO 2017 instances (`coco:` for detection): ROOT/annotations/instances_*2017.json + {train,val}2017/")
@@ -115,16 +129,17 @@ def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
     layout = "ROOT/images/{training,validation}/*.jpg and ROOT/annotations/{training,validation}/*.png"
     root = _root(cfg, layout)
     splits = ("validation",) if cfg.get("eval_only") else ("training", "validation")
-    digest = hashlib.sha256()
-    counts = {}
+    stems = {}
     for split in splits:
         images = sorted(p.stem for p in _need(root / "images" / split, layout).glob("*.jpg"))
         labels = sorted(p.stem for p in _need(root / "annotations" / split, layout).glob("*.png"))
         if not images or images != labels:
             raise UtabenchError(f"{root}/images/{split} and annotations/{split} must hold the same non-empty set of "
                                 f"names ({len(images)} images, {len(labels)} label maps); expected {layout}")
-        digest.update(f"{split}:{len(images)}:{images[0]}:{images[-1]}".encode())
-        counts[split] = len(images)
+        stems[split] = images
+    # the fingerprint reads the evaluation images and label maps; the training ones are listed by name only
+    files = [root / folder / "validation" / f"{stem}{suffix}" for stem in stems["validation"]
+             for folder, suffix in (("images", ".jpg"), ("annotations", ".png"))]
     return DenseSet(name=cfg.get("name", "ade20k"), type=cfg["type"], root=root, classes=_ade_classes(root),
-                    train_ann=None, val_ann=None, fingerprint=digest.hexdigest(),
-                    num_val_images=counts["validation"], options=dict(cfg))
+                    train_ann=None, val_ann=None, num_val_images=len(stems["validation"]), files=files,
+                    options=dict(cfg), extra="\n".join(stems.get("training", [])).encode())

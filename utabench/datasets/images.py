@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -61,12 +60,3 @@ def collate_skipping(batch):
     targets = torch.as_tensor([item[1] for item in kept])
     indices = torch.as_tensor([item[2] for item in kept])
     return images, targets, indices
-
-
-def fingerprint_files(root: Path, files: Sequence[Path], extra: bytes = b"") -> str:
-    """sha256 over relative paths and sizes of the files (cheap: no image is read) plus annotation bytes."""
-    digest = hashlib.sha256(extra)
-    for path in files:
-        digest.update(str(Path(path).relative_to(root)).encode())
-        digest.update(str(Path(path).stat().st_size).encode())
-    return digest.hexdigest()

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from utabench.datasets.images import fingerprint_files
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
 from utabench.harness.schema import Schema
@@ -40,8 +39,10 @@ class LlavaBenchSet:
     type: str
     root: Path
     bench: BenchFiles
-    fingerprint: str
+    files: List[Path]  # the bench's json files and images, for the fingerprint
     options: Dict[str, Any] = field(default_factory=dict)
+    extra: bytes = b""
+    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
 
     @property
     def num_questions(self) -> int:
@@ -67,7 +68,7 @@ def _bench_set(cfg: Dict[str, Any], bench: BenchFiles) -> LlavaBenchSet:
     text = [bench.root / name for name in sorted(p.name for p in bench.root.glob("*.jsonl"))]
     options = {k: v for k, v in cfg.items() if k not in ("name", "type", "root")}
     return LlavaBenchSet(name=cfg.get("name", cfg["type"]), type=cfg["type"], root=bench.root, bench=bench,
-                         fingerprint=fingerprint_files(bench.root, text + bench.files), options=options)
+                         files=text + bench.files, options=options)
 
 
 @DATASETS.register("llava-bench", help="LLaVA-Bench (In-the-Wild): questions, context, reference answers, rule, images",

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
-from utabench.datasets.images import fingerprint_files
 from utabench.harness.errors import UtabenchError
 from utabench.harness.registry import DATASETS
 from utabench.harness.schema import Schema
@@ -30,7 +29,12 @@ class RetrievalSet:
     root: Path
     images: List[Path]
     captions: List[List[str]]  # captions[i] are the positives of images[i]
-    fingerprint: str
+    extra: bytes = b""  # the annotation file and split, for the fingerprint
+    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
+
+    @property
+    def files(self) -> List[Path]:
+        return self.images
 
 
 def _karpathy(cfg: Dict[str, Any], type_: str, default_ann: str, image_dirs) -> RetrievalSet:
@@ -64,7 +68,7 @@ def _karpathy(cfg: Dict[str, Any], type_: str, default_ann: str, image_dirs) -> 
     if not images:
         raise UtabenchError(f"{ann} has no images in split {split!r}")
     return RetrievalSet(name=cfg.get("name", type_), type=type_, root=root, images=images, captions=captions,
-                        fingerprint=fingerprint_files(root, images, ann.read_bytes() + split.encode()))
+                        extra=ann.read_bytes() + split.encode())
 
 
 @DATASETS.register("flickr30k", help="Flickr30k Karpathy test (1k): ROOT/dataset_flickr30k.json + flickr30k-images/",

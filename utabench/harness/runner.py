@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from utabench.backbones.factory import build_backbone, parse_backbone_spec
+from utabench.datasets.fingerprint import fingerprint
 from utabench.harness import provenance
 from utabench.harness.context import RunContext
 from utabench.harness.distributed import barrier, broadcast
@@ -134,7 +135,9 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
     for job in pending:  # validate all inputs up front
         key = (job.task, job.dataset["name"], str(job.dataset.get("root")))
         if key not in datasets:
-            datasets[key] = TASKS.get(job.task)().load(job.dataset)
+            data = datasets[key] = TASKS.get(job.task)().load(job.dataset)
+            data.fingerprint = broadcast(ctx.dist, fingerprint(data.root, data.files, data.extra, ctx.cache_dir)
+                                         if ctx.dist.is_main else None)
     by_backbone: Dict[str, List[Job]] = {}
     for job in pending:
         by_backbone.setdefault(job.backbone_key, []).append(job)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from utabench.harness.checkpoint import read_state_dict
 from utabench.harness.distributed import DistInfo, barrier
 from utabench.harness.errors import UtabenchError
-from utabench.harness.io import atomic_write, atomic_write_json
+from utabench.harness.io import atomic_write, atomic_write_json, atomic_write_text
 from utabench.pretrain.config import differences, fingerprint
 from utabench.pretrain.data import StepSampler
 
@@ -70,6 +70,21 @@ def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's lines up to `step` (where a resumed run continues), so no step is logged twice; a torn last
+    line goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
 
 
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
@@ -194,6 +209,8 @@ class Trainer:
                    desc=f"pretrain {self.cfg['objective']}", unit="step", dynamic_ncols=True)
         log_path = self.out_dir / "log.jsonl"
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            _truncate_log(log_path, start)
         step, seen, clock = start, 0, time.perf_counter()
         batches = iter(self._loader(start))
         for _ in range(start, self.total_steps):

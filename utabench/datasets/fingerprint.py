@@ -1,0 +1,79 @@
+"""Dataset fingerprints from file contents: an image changed in place changes the fingerprint.
+
+A fingerprint is sha256 over what a dataset reader declares its results depend on: the relative path and the sha256
+of every file it evaluates on (images, annotation files) plus `extra` bytes (class names, templates, split). File
+hashes are cached in `<cache>/file-hashes.sqlite` under (absolute path, size, modification time), so a set is read
+once; later runs only `stat` its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Dict, Iterable, Tuple
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        if hasattr(hashlib, "file_digest"):  # Python 3.11+
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+        return digest.hexdigest()
+
+
+class FileHashes:
+    """Content hashes of files, remembered by (path, size, mtime) in a SQLite table shared by every run."""
+
+    def __init__(self, cache_dir: Path):
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(cache_dir / "file-hashes.sqlite", timeout=60)
+        self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                        "sha256 TEXT)")
+
+    def digests(self, files: Iterable[Path]) -> Dict[Path, str]:
+        files = [Path(f).resolve() for f in files]
+        known: Dict[str, Tuple[int, int, str]] = {}
+        for start in range(0, len(files), 500):
+            names = [str(f) for f in files[start:start + 500]]
+            rows = self.db.execute(f"SELECT path, size, mtime_ns, sha256 FROM hashes WHERE path IN "
+                                   f"({','.join('?' * len(names))})", names)
+            known.update({path: (size, mtime, digest) for path, size, mtime, digest in rows})
+        out, fresh = {}, []
+        for path in files:
+            stat = path.stat()
+            cached = known.get(str(path))
+            if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+                out[path] = cached[2]
+            else:
+                out[path] = file_sha256(path)
+                fresh.append((str(path), stat.st_size, stat.st_mtime_ns, out[path]))
+        if fresh:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", fresh)
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def fingerprint(root: Path, files: Iterable[Path], extra: bytes, cache_dir: Path) -> str:
+    """sha256 over `extra` and, in order, each file's path relative to `root` (absolute if outside) and contents."""
+    files = list(files)
+    hashes = FileHashes(cache_dir)
+    try:
+        digests = hashes.digests(files)
+    finally:
+        hashes.close()
+    digest = hashlib.sha256(extra)
+    root = Path(root).resolve()
+    for path in files:
+        resolved = Path(path).resolve()
+        name = resolved.relative_to(root) if resolved.is_relative_to(root) else resolved
+        digest.update(str(name).encode() + b"\0" + digests[resolved].encode())
+    return digest.hexdigest()
