@@ -128,5 +128,5 @@ def test_fingerprint_reads_contents_and_caches_them(world, tmp_path, monkeypatch
     data[-3] ^= 0xFF  # one byte flipped: same size
     files[0].write_bytes(bytes(data))
     changed = fp.fingerprint(root, files, b"x", tmp_path / "cache")
-    assert changed != first and reads == [files[0].resolve()]
+    assert changed != first and reads == [files[0]]
     assert fp.fingerprint(root, files, b"y", tmp_path / "cache") != changed  # class names / templates count too

@@ -9,6 +9,7 @@ once; later runs only `stat` its files.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
@@ -36,23 +37,24 @@ class FileHashes:
         self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
                         "sha256 TEXT)")
 
-    def digests(self, files: Iterable[Path]) -> Dict[Path, str]:
-        files = [Path(f).resolve() for f in files]
+    def digests(self, files: Iterable[Path]) -> Dict[str, str]:
+        """{absolute path: sha256} of the files."""
+        names = [os.path.abspath(f) for f in files]
         known: Dict[str, Tuple[int, int, str]] = {}
-        for start in range(0, len(files), 500):
-            names = [str(f) for f in files[start:start + 500]]
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
             rows = self.db.execute(f"SELECT path, size, mtime_ns, sha256 FROM hashes WHERE path IN "
-                                   f"({','.join('?' * len(names))})", names)
+                                   f"({','.join('?' * len(chunk))})", chunk)
             known.update({path: (size, mtime, digest) for path, size, mtime, digest in rows})
         out, fresh = {}, []
-        for path in files:
-            stat = path.stat()
-            cached = known.get(str(path))
+        for name in names:
+            stat = os.stat(name)
+            cached = known.get(name)
             if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-                out[path] = cached[2]
+                out[name] = cached[2]
             else:
-                out[path] = file_sha256(path)
-                fresh.append((str(path), stat.st_size, stat.st_mtime_ns, out[path]))
+                out[name] = file_sha256(Path(name))
+                fresh.append((name, stat.st_size, stat.st_mtime_ns, out[name]))
         if fresh:
             with self.db:
                 self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", fresh)
@@ -71,9 +73,8 @@ def fingerprint(root: Path, files: Iterable[Path], extra: bytes, cache_dir: Path
     finally:
         hashes.close()
     digest = hashlib.sha256(extra)
-    root = Path(root).resolve()
+    prefix = os.path.abspath(root) + os.sep
     for path in files:
-        resolved = Path(path).resolve()
-        name = resolved.relative_to(root) if resolved.is_relative_to(root) else resolved
-        digest.update(str(name).encode() + b"\0" + digests[resolved].encode())
+        name = os.path.abspath(path)
+        digest.update(name.removeprefix(prefix).encode() + b"\0" + digests[name].encode())
     return digest.hexdigest()
