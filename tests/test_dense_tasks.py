@@ -33,6 +33,7 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     assert _run(world, tmp_path / "r", task, dtype, recipe) == 0
     record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json")
     assert record["status"] == "complete" and all(k in record["metrics"] for k in keys)
+    assert record["dataset_type"] == dtype  # as the entry names it (`coco` for detection reads coco-instances)
     details = record["provenance"]["task_details"]
     assert details["schedule"]["iters"] == 2 and details["finetuned_checkpoint"].endswith("finetuned.pth")
     assert record["provenance"]["dataset"]["num_images"] == 4

@@ -9,7 +9,7 @@ value shown. Either way the user gets one line (a `UtabenchError`), before any w
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterable, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -98,7 +98,3 @@ def validated_dict(schema: Type[Schema], data: Any, where: str, name: Callable[[
 def flag_name(field: str) -> str:
     """How a settings field is spelled on the command line."""
     return "--" + field.replace("_", "-")
-
-
-def optional_schema(schema: Optional[Type[Schema]]) -> Type[Schema]:
-    return schema or Schema

@@ -111,8 +111,12 @@ def paper_table(spec: TableSpec) -> pd.DataFrame:
 
 
 def shown_published(published: pd.DataFrame) -> pd.DataFrame:
-    """The published table as the paper prints it (without utabench's row-key columns)."""
-    return published[[c for c in published.columns if not c.startswith("key_")]]
+    """The published table as the paper prints it (without utabench's row-key columns; "—" where it has none)."""
+    def show(value):
+        if isinstance(value, float):
+            return "—" if pd.isna(value) else (f"{value:.0f}" if value >= 100 and value == int(value) else f"{value:.1f}")
+        return value if value != "" else "—"
+    return published[[c for c in published.columns if not c.startswith("key_")]].map(show)
 
 
 def _paper_of(group: pd.DataFrame) -> Optional[dict]:
@@ -197,7 +201,7 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
     if with_paper:
         published = shown_published(paper_table(spec))
         out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper):", "",
-                published.to_markdown(index=False, floatfmt=".1f", disable_numparse=True)]
+                published.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(out) + "\n"
 
 
@@ -248,7 +252,7 @@ def render_table6(records: pd.DataFrame, with_paper: bool) -> str:
         out.append(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))
     if with_paper:
         out += ["", "Published (Table 6 of the UTA paper; ViT-B, 90 epochs on ImageNet-21K; MIM has no zero-shot):",
-                "", published_table("paper_table6.csv").to_markdown(index=False, floatfmt=".1f", disable_numparse=True)]
+                "", shown_published(published_table("paper_table6.csv")).to_markdown(index=False, disable_numparse=True)]
     return "\n".join(out) + "\n"
 
 

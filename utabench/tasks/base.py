@@ -47,11 +47,11 @@ class Task:
         if not isinstance(cfg, dict) or "type" not in cfg:
             raise UtabenchError(f"{where}: a dataset entry needs a `type` (and a `root`), got {cfg!r}")
         cfg = dict(cfg)
-        cfg["type"] = self.dataset_aliases.get(cfg["type"], cfg["type"])
-        if cfg["type"] not in self.dataset_types:
+        resolved = self.dataset_aliases.get(cfg["type"], cfg["type"])
+        if resolved not in self.dataset_types:
             raise UtabenchError(f"task {self.name} reads dataset types {', '.join(self.dataset_types)}; got "
                                 f"{cfg['type']!r} (dataset {cfg.get('name', '?')})")
-        typed = DATASETS.schema(cfg["type"]) or Schema
+        typed = DATASETS.schema(resolved) or Schema
         parts = (DatasetBase, typed, self.options)
         check_keys(cfg, [key for part in parts for key in part.keys()], where)
         out: Dict[str, Any] = {}
@@ -61,7 +61,10 @@ class Task:
         return out
 
     def load(self, dataset_cfg: Dict[str, Any]):
+        """The dataset an entry names (its `type` as given stays in the records: `coco` for detection reads
+        the `coco-instances` layout)."""
         cfg = self.entry(dataset_cfg)
+        cfg["type"] = self.dataset_aliases.get(cfg["type"], cfg["type"])
         return DATASETS.get(cfg["type"])(cfg)
 
     def run(self, backbone, data, ctx) -> TaskOutput:
