@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import utabench  # noqa: F401  (torchvision shim)
-from utabench.harness.registry import load_all
+from utabench.harness.plugins import load_all
 from utabench.pretrain.config import build_config
 from utabench.pretrain.flops import step_flops
 from utabench.pretrain.run import build_recipe

@@ -21,8 +21,9 @@ from PIL import Image
 
 import utabench  # noqa: F401  (torchvision shim)
 from utabench.backbones import build_backbone
-from utabench.harness.context import RunContext
-from utabench.harness.registry import DATASETS, load_all
+from utabench.core.context import RunContext
+from utabench.core.registry import DATASETS
+from utabench.harness.plugins import load_all
 from utabench.tasks.zeroshot_classification import ZeroShotClassification
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import utabench  # noqa: F401  (installs the torchvision shim before anything imports torchvision)
-from utabench.harness.context import RunContext
-from utabench.harness.registry import load_all
+from utabench.core.context import RunContext
+from utabench.harness.plugins import load_all
 
 torch.set_num_threads(2)
 load_all()

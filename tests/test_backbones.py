@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from utabench.backbones import build_backbone
 from utabench.backbones.uta import build_text_tower, build_uta_vision, load_uta_config
 from utabench.backbones.uta_checkpoint import _RENAMES, timm_to_release
-from utabench.harness.errors import NotApplicable, UtabenchError
+from utabench.core.errors import NotApplicable, UtabenchError
 
 TOL = 1e-5
 

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 import utabench.backbones  # noqa: F401  (adds utabench's open_clip configs)
 from utabench.backbones import build_backbone
 from utabench.backbones.uta_checkpoint import _RENAMES
-from utabench.harness.checkpoint import read_state_dict
-from utabench.harness.errors import UtabenchError
+from utabench.core.checkpoint import read_state_dict
+from utabench.core.errors import UtabenchError
 
 TOL = 1e-5
 TEXTS = ["a photo of a circle.", "a red star on grass"]

@@ -8,10 +8,10 @@ import pytest
 from clip_benchmark.datasets.builder import build_dataset
 from PIL import Image
 
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
 from utabench.datasets.images import ImageList
 from utabench.datasets.vocab import imagenet_subset_wnids, imagenet_wnids, openai_imagenet_classnames
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
 
 
 def _image(path, color=(200, 10, 10)):

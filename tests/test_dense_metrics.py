@@ -88,9 +88,9 @@ def test_detection_metrics_known_answers(tmp_path, kind):
 
 
 def test_segmentation_metric_known_answers():
+    from mmengine.structures import PixelData
     from mmseg.evaluation import IoUMetric
     from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
 
     def sample(pred, gt):
         s = SegDataSample()

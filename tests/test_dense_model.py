@@ -185,10 +185,10 @@ def test_test_images_reach_the_backbone_on_the_training_grid(world, tmp_path):
     683): the backbone receives 1024 x 1024 batches, the 64 x 64 grid of training, not 1024 x 704 (64 x 44)."""
     import shutil
 
-    from PIL import Image
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
+    from PIL import Image
 
     from utabench.datasets.dense import load_coco_instances
     from utabench.dense.recipe import fill_recipe, load_recipe

@@ -73,7 +73,7 @@ def test_category_mismatch(world, tmp_path, capsys):
 
 def test_backbone_without_dense_features(world, tmp_path, capsys, monkeypatch):
     from utabench.backbones.base import Backbone, BackboneInfo
-    from utabench.harness.registry import BACKBONES
+    from utabench.core.registry import BACKBONES
 
     class TextOnly(Backbone):
         def __init__(self, spec):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from utabench.harness.distributed import DistInfo, StridedBatchSampler, gather_rows
+from utabench.core.distributed import DistInfo, StridedBatchSampler, gather_rows
 
 
 def test_strided_batches_cover_every_index_once():

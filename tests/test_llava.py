@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from utabench.backbones.factory import build_backbone
+from utabench.core.context import RunContext
+from utabench.core.errors import UtabenchError
 from utabench.harness.cli import main
-from utabench.harness.context import RunContext
-from utabench.harness.errors import UtabenchError
 from utabench.llava.bench import read_bench, review_answers
 from utabench.llava.conversation import IGNORE_INDEX, encode
 from utabench.llava.encoder import EncoderSpec

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from utabench.core.errors import UtabenchError
 from utabench.harness.cli import main
-from utabench.harness.errors import UtabenchError
 from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from utabench.backbones import build_backbone
-from utabench.harness.registry import DATASETS
+from utabench.core.registry import DATASETS
 from utabench.tasks.retrieval import Retrieval
 from utabench.tasks.zeroshot_classification import ZeroShotClassification
 

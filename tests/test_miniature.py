@@ -5,8 +5,8 @@ import json
 
 import yaml
 
+from utabench.core.configfile import bundled_config
 from utabench.harness.cli import main
-from utabench.harness.config import bundled_config
 
 COUNTS = {"val": 2, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 6, "coco": 6, "train": 7,
           "pairs": 130, "det_train": 0, "seg_train": 0, "llava_pretrain": 0, "llava_instruct": 0}

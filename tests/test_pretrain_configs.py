@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 from utabench.pretrain.config import fingerprint, load_pretrain_config
 
 PRETRAIN = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "pretrain"

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from utabench.backbones.factory import build_backbone
+from utabench.core.errors import UtabenchError
 from utabench.harness.cli import main
-from utabench.harness.errors import UtabenchError
 from utabench.pretrain.config import build_config
 from utabench.pretrain.data import StepSampler
 from utabench.pretrain.run import build_recipe, pretrain

@@ -196,7 +196,7 @@ def test_unwritable_results_are_refused_before_pretraining(tmp_path, world, caps
 def test_pretrain_runs_a_world_config_on_its_own(tmp_path, world):
     """`utabench pretrain --config world-student.yaml` resolves `{world}` and its `teacher: {pretrain: ...}` the way
     run-all does (shortened here through a config whose base is the bundled one)."""
-    from utabench.harness.config import bundled_config
+    from utabench.core.configfile import bundled_config
 
     teacher = tmp_path / "teacher.yaml"
     teacher.write_text(yaml.safe_dump({"base": str(bundled_config("pretrain/world-clip.yaml")),

@@ -15,8 +15,8 @@ import torch
 from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
-from utabench.harness.errors import NotApplicable
-from utabench.harness.schema import Schema
+from utabench.core.errors import NotApplicable
+from utabench.core.schema import Schema
 
 
 class ImageOptions(Schema):

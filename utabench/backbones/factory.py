@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from utabench.backbones.base import Backbone, BackboneSpec
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import BACKBONES
-from utabench.harness.schema import Schema, check_keys, validated_dict
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import BACKBONES
+from utabench.core.schema import Schema, check_keys, validated_dict
 
 ENTRY_KEYS = ("name", "spec", "family", "model", "checkpoint", "options")
 METADATA_KEYS = ("paper", "pretrain")  # what the backbone is compared with / how utabench trained it: not options
@@ -55,6 +55,21 @@ def parse_backbone_spec(entry: Union[str, Dict[str, Any], BackboneSpec], checkpo
     if ckpt is not None and not isinstance(ckpt, str):
         raise UtabenchError(f"{where}: checkpoint must be a file path, got {ckpt!r}")
     return BackboneSpec(family=family, model=model, checkpoint=ckpt, name=key, options=options)
+
+
+def check_entry(entry: Any, where: str) -> Any:
+    """A backbone entry with its options validated against its family's schema (the `paper` and `pretrain`
+    metadata keys pass through unchanged); refuses an unknown key or a bad value, naming `where`."""
+    if not isinstance(entry, dict):
+        parse_backbone_spec(entry, where=where)
+        return entry
+    entry = dict(entry)
+    metadata = {k: entry.pop(k) for k in METADATA_KEYS if k in entry}
+    spec = parse_backbone_spec(entry, where=where)
+    entry = {k: v for k, v in entry.items() if k in ENTRY_KEYS}
+    entry.update(spec.options)
+    entry.update(metadata)
+    return entry
 
 
 def backbone_entry(backbone: Backbone) -> Dict[str, Any]:

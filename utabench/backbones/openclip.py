@@ -24,9 +24,9 @@ import open_clip
 import torch
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
-from utabench.harness.checkpoint import is_torchscript, load_strict, read_state_dict, sha256_file
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import BACKBONES
+from utabench.core.checkpoint import is_torchscript, load_strict, read_state_dict, sha256_file
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import BACKBONES
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs" / "open_clip")
 

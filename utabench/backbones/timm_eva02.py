@@ -15,9 +15,9 @@ import torch
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
 from utabench.backbones.openclip import ClipOptions, OpenClipBackbone
-from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import BACKBONES
+from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import BACKBONES
 
 
 class TimmImageBackbone(Backbone):

@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIPTextCfg, _build_text_tower
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transform import image_transform
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from pydantic import field_validator
 from timm.models.eva import Eva
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
-from utabench.harness.checkpoint import load_strict, read_state_dict, sha256_file
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import BACKBONES
+from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import BACKBONES
 
 CONFIG_DIR = Path(__file__).parent / "model_configs" / "uta"
 

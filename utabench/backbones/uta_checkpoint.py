@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 # release (EVA-02) name -> timm Eva name, applied to the key after the `visual.` prefix
 _RENAMES = (

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
+from utabench.core.schema import Schema
 from utabench.datasets.images import list_images
-from utabench.datasets.vocab import (imagenet_class_index, imagenet_subset_wnids, read_classnames,
-                                     read_templates)
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
-from utabench.harness.schema import Schema
+from utabench.datasets.vocab import imagenet_class_index, imagenet_subset_wnids, read_classnames, read_templates
 
 
 class ImageNetEntry(Schema):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
 
 
 @dataclass

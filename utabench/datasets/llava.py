@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
-from utabench.harness.schema import Schema
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
+from utabench.core.schema import Schema
 from utabench.llava.bench import BenchFiles, read_bench, read_bench_coco
 
 

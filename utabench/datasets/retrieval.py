@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
-from utabench.harness.schema import Schema
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
+from utabench.core.schema import Schema
 
 
 class KarpathyEntry(Schema):

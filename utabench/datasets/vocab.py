@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 @lru_cache(maxsize=None)

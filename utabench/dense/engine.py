@@ -103,7 +103,7 @@ def export_finetuned(work_dir: Path) -> Path:
     `--eval-only` takes."""
     import torch
 
-    from utabench.harness.io import atomic_write
+    from utabench.core.io import atomic_write
 
     state = torch.load(last_checkpoint(work_dir), map_location="cpu", weights_only=True)
     weights = {"meta": state.get("meta", {}), "state_dict": state["state_dict"]}

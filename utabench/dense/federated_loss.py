@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 class FederatedSigmoidLoss(nn.Module):

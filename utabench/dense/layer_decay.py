@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 class LayerDecayConstructor(DefaultOptimWrapperConstructor):

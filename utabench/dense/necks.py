@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from torch import nn
-import torch.nn.functional as F
 
 
 class LN2d(nn.Module):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 def resize_patch_kernel(weight: torch.Tensor, patch_size: int) -> torch.Tensor:

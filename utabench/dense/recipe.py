@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "dense"
 SCHEDULE_KEYS = ("begin", "end")

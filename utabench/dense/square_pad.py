@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mmdet.models.data_preprocessors import BatchFixedSizePad, DetDataPreprocessor
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 class SquarePadDetDataPreprocessor(DetDataPreprocessor):

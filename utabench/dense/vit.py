@@ -18,9 +18,9 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.dense.patch_size import convert_trunk_patch_size
 from utabench.dense.trunks import make_trunk
-from utabench.harness.errors import NotApplicable, UtabenchError
 
 
 def window_partition(x: torch.Tensor, size: int):
@@ -46,10 +46,9 @@ class UtabenchViT(BaseModule):
                  window_size: int = 0, global_blocks: Sequence[int] = (), drop_path_rate: float = 0.0,
                  with_cp: bool = False, patch_size: Optional[int] = None, init_cfg=None):
         super().__init__(init_cfg)
+        import utabench.backbones  # noqa: F401  (registers the families, in mmengine's worker processes too)
         from utabench.backbones.factory import build_backbone, parse_backbone_spec
-        from utabench.harness.registry import load_all
 
-        load_all()
         key = parse_backbone_spec(backbone).key
         built = build_backbone(backbone)
         try:

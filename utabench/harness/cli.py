@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 DEFAULT_RESULTS = "utabench-results"
 
@@ -123,8 +123,8 @@ SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cac
 
 def _settings(args, settings: dict) -> dict:
     """The config's settings (already checked) overridden by the command line's, which are checked here."""
+    from utabench.core.schema import flag_name, validated_dict
     from utabench.harness.config import Settings
-    from utabench.harness.schema import flag_name, validated_dict
 
     given = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
     if getattr(args, "skip_corrupt", False):
@@ -135,8 +135,8 @@ def _settings(args, settings: dict) -> dict:
 def _context(args, settings: dict):
     import torch
 
-    from utabench.harness.context import RunContext, resolve_device
-    from utabench.harness.distributed import init_distributed
+    from utabench.core.context import RunContext, resolve_device
+    from utabench.core.distributed import init_distributed
 
     settings = _settings(args, settings)
     if settings.get("threads"):
@@ -154,7 +154,7 @@ def _context(args, settings: dict):
 
 def _parse_dataset(args) -> dict:
     """The dataset entry the `run` flags describe, checked against the task's and the dataset type's schemas."""
-    from utabench.harness.registry import TASKS
+    from utabench.core.registry import TASKS
 
     if ":" not in args.dataset:
         raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
@@ -201,7 +201,7 @@ def _parse_backbone(args) -> dict:
 
 
 def cmd_list(args) -> int:
-    from utabench.harness.registry import BACKBONES, DATASETS, TASKS
+    from utabench.core.registry import BACKBONES, DATASETS, TASKS
 
     for title, registry in (("backbone families", BACKBONES), ("tasks", TASKS), ("dataset types", DATASETS)):
         print(f"{title}:")
@@ -219,7 +219,7 @@ def _run(args, backbones, tasks, results: Path, ctx) -> int:
 
 
 def cmd_run(args) -> int:
-    from utabench.harness.io import check_writable_dir
+    from utabench.core.io import check_writable_dir
 
     backbone, dataset = _parse_backbone(args), _parse_dataset(args)
     ctx = _context(args, {})
@@ -229,9 +229,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_run_all(args) -> int:
+    from utabench.core.distributed import barrier
+    from utabench.core.io import check_writable_dir
     from utabench.harness.config import load_config, substitute_world
-    from utabench.harness.distributed import barrier
-    from utabench.harness.io import check_writable_dir
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
     from utabench.pretrain.resolve import PretrainedResolver
@@ -275,7 +275,7 @@ def cmd_tables(args) -> int:
 def cmd_pretrain(args) -> int:
     """Pretrain from a config on its own: `{world}` paths name the embedded world (generated into the cache if
     needed) and a `teacher: {pretrain: ...}` is trained into the cache first, as run-all does."""
-    from utabench.harness.distributed import barrier
+    from utabench.core.distributed import barrier
     from utabench.pretrain.resolve import PretrainedResolver
     from utabench.pretrain.run import pretrain
     from utabench.world import ensure_world
@@ -327,7 +327,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:  # a bad flag (one line, printed by Parser.error) or --help
         return int(exc.code or 0)
     try:
-        from utabench.harness.registry import load_all
+        from utabench.harness.plugins import load_all
 
         load_all()
         return COMMANDS[args.command](args)

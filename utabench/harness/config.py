@@ -16,24 +16,21 @@
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-import yaml
 from pydantic import NonNegativeInt, PositiveInt, field_validator
 
-from utabench.backbones.factory import ENTRY_KEYS
-from utabench.harness.context import PRECISIONS
-from utabench.harness.errors import UtabenchError
+from utabench.backbones.factory import check_entry
+from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping, with_world
+from utabench.core.context import PRECISIONS
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema, unknown_key_message, validate, validated_dict
 from utabench.harness.paper import PaperSpec
-from utabench.harness.schema import Schema, check_keys, unknown_key_message, validate, validated_dict
+from utabench.pretrain.config import check_pretrain_entry, is_pretrain_entry
 
 DEFAULT_CONFIG = "embedded.yaml"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
@@ -44,43 +41,6 @@ class RunConfig:
     backbones: List[Dict[str, Any]]
     tasks: Dict[str, List[Dict[str, Any]]]
     world: Optional[Dict[str, Any]] = None
-
-
-def map_strings(value: Any, fn) -> Any:
-    """Apply `fn` to every string inside nested lists and dicts."""
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [map_strings(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: map_strings(v, fn) for k, v in value.items()}
-    return value
-
-
-def _expand(value: Any, source: str) -> Any:
-    def var(match):
-        name = match.group(1)
-        if name not in os.environ:
-            raise UtabenchError(f"{source} uses ${{{name}}} but the environment variable {name} is not set")
-        return os.environ[name]
-    return map_strings(value, lambda text: _VAR.sub(var, text))
-
-
-def read_yaml_mapping(source: Path, what: str, hint: str) -> Dict[str, Any]:
-    """A YAML file that must hold a mapping; `what` names it in errors, `hint` says where good ones are."""
-    if not source.is_file():
-        raise UtabenchError(f"{what} {source} does not exist; {hint}")
-    try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UtabenchError(f"{what} {source} is not valid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise UtabenchError(f"{what} {source} must be a mapping; {hint}")
-    return raw
-
-
-def bundled_config(name: str) -> Path:
-    return Path(str(resources.files("utabench.configs").joinpath(name)))
 
 
 class Settings(Schema):
@@ -120,28 +80,10 @@ class RunConfigFile(Schema):
     tasks: Dict[str, List[Dict[str, Any]]]
 
 
-PRETRAIN_ENTRY_KEYS = ("name", "pretrain", "objective", "paper")
-
-
 def check_backbone_entry(entry: Any, where: str) -> Any:
-    """Refuse a backbone entry with an unknown key or a bad value; returns it with its options validated."""
-    from utabench.backbones.factory import parse_backbone_spec
-
-    if isinstance(entry, dict) and isinstance(entry.get("pretrain"), str):  # to be pretrained by utabench
-        check_keys(entry, PRETRAIN_ENTRY_KEYS, where)
-        from utabench.pretrain.config import OBJECTIVES
-
-        if entry.get("objective") is not None and entry["objective"] not in OBJECTIVES:
-            raise UtabenchError(f"{where}: objective {entry['objective']!r} is not one of {', '.join(OBJECTIVES)}")
-    elif isinstance(entry, dict):
-        entry = dict(entry)
-        extra = {k: entry.pop(k) for k in ("paper", "pretrain") if k in entry}  # `pretrain`: how it was trained
-        spec = parse_backbone_spec(entry, where=where)
-        entry = {k: v for k, v in entry.items() if k in ENTRY_KEYS}
-        entry.update(spec.options)
-        entry.update(extra)
-    else:
-        parse_backbone_spec(entry, where=where)
+    """Refuse a backbone entry (one to build, or one utabench pretrains) with an unknown key or a bad value; returns
+    it with its options and its `paper:` row validated."""
+    entry = check_pretrain_entry(entry, where) if is_pretrain_entry(entry) else check_entry(entry, where)
     if isinstance(entry, dict) and entry.get("paper") is not None:
         entry["paper"] = validated_dict(PaperSpec, entry["paper"], f"{where}: paper")
     return entry
@@ -156,11 +98,11 @@ def _backbone_key(entry: Any) -> str:
 def load_config(path: Optional[str] = None) -> RunConfig:
     """Read and check a run config: every key of every level is known, every value has its type and range, every
     dataset entry fits its task and type. Nothing is generated, trained or written before this passes."""
-    from utabench.harness.registry import TASKS
+    from utabench.core.registry import TASKS
 
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
     raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
-    cfg = validate(RunConfigFile, _expand(raw, str(source)), f"config {source}")
+    cfg = validate(RunConfigFile, expand_env(raw, str(source)), f"config {source}")
     if not cfg.backbones:
         raise UtabenchError(f"config {source}: `backbones` must be a non-empty list of backbone entries")
     if not cfg.tasks:
@@ -189,5 +131,4 @@ def load_config(path: Optional[str] = None) -> RunConfig:
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:
     """Replace `{world}` in the dataset entries (roots, annotation / class files, nested paths) by the generated
     world's directory."""
-    for task, datasets in cfg.tasks.items():
-        cfg.tasks[task] = map_strings(datasets, lambda text: text.replace("{world}", str(world_root)))
+    cfg.tasks = with_world(cfg.tasks, world_root)

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 import pandas as pd
 from pydantic import ConfigDict, field_validator
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.schema import Schema
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema
 
 KEY_FIELDS = ("method", "arch", "patch", "input", "pairs")
 _MODEL = re.compile(r"^(?P<arch>[A-Za-z]+)(?:/(?P<patch>\d+))?(?:@(?P<input>\d+))?$")

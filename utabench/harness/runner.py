@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from utabench.backbones.factory import build_backbone, parse_backbone_spec
+from utabench.core.context import RunContext
+from utabench.core.distributed import barrier, broadcast
+from utabench.core.errors import NotApplicable
+from utabench.core.registry import BACKBONES, TASKS
 from utabench.datasets.fingerprint import fingerprint
 from utabench.harness import provenance
-from utabench.harness.context import RunContext
-from utabench.harness.distributed import barrier, broadcast
-from utabench.harness.errors import NotApplicable
-from utabench.harness.registry import BACKBONES, TASKS
 from utabench.harness.store import RecordLock, is_done, record_path, write_record
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import pandas as pd
 
-from utabench.harness.io import atomic_write_json
+from utabench.core.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 DONE = ("complete", "not_applicable")

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 
 import pandas as pd
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 from utabench.harness.paper import match_row
 
 

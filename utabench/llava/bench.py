@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.io import atomic_write_text
+from utabench.core.errors import UtabenchError
+from utabench.core.io import atomic_write_text
 from utabench.llava.conversation import encode
 from utabench.llava.data import open_image, read_jsonl
 from utabench.llava.judge import parse_score, review_prompt

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 IGNORE_INDEX = -100
 IMAGE = "<image>"

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 from utabench.llava.conversation import IGNORE_INDEX, encode
 
 

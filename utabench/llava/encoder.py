@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 SELECT_FEATURES = ("patch", "cls_patch")
 

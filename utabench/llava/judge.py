@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.schema import Schema, validated_dict
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema, validated_dict
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 CATEGORY_NAMES = {"llava_bench_conv": "conversation", "llava_bench_detail": "detail",

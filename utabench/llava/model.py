@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 from utabench.llava.encoder import FrozenEncoder
 
 

@@ -20,15 +20,16 @@ import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import backbone_entry
-from utabench.harness.checkpoint import load_strict, read_state_dict
-from utabench.harness.config import bundled_config, read_yaml_mapping
-from utabench.harness.errors import UtabenchError
-from utabench.harness.schema import Schema, validated_dict
+from utabench.core.checkpoint import load_strict, read_state_dict
+from utabench.core.configfile import bundled_config, read_yaml_mapping
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema, validated_dict
 from utabench.llava.encoder import SELECT_FEATURES, EncoderSpec, FrozenEncoder
 from utabench.llava.model import HostedLlava, build, host, llm_dtype, load_tokenizer
 from utabench.llava.projector import build_projector
 from utabench.llava.train import TEMPLATE_OF_STAGE, StageRecipe
 from utabench.pretrain.config import OptimConfig, deep_merge
+
 
 class EncoderConfig(Schema):
     layer: int = -2  # the block whose tokens feed the projector (LLaVA's default: the second to last)

@@ -14,8 +14,8 @@ from typing import Dict
 import torch
 from torch import nn
 
-from utabench.harness.checkpoint import load_strict, read_state_dict
-from utabench.harness.errors import UtabenchError
+from utabench.core.checkpoint import load_strict, read_state_dict
+from utabench.core.errors import UtabenchError
 
 PREFIX = "model.mm_projector."
 

@@ -19,8 +19,8 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.io import atomic_write, atomic_write_json
+from utabench.core.errors import UtabenchError
+from utabench.core.io import atomic_write, atomic_write_json
 from utabench.llava.conversation import IGNORE_INDEX
 from utabench.llava.data import ConversationSet, collate, read_conversations
 from utabench.llava.model import HostedLlava

@@ -28,12 +28,20 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import (Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator,
-                      model_validator)
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
-from utabench.harness.config import _expand, bundled_config, check_backbone_entry, read_yaml_mapping
-from utabench.harness.errors import UtabenchError
-from utabench.harness.schema import Schema, validated_dict
+from utabench.backbones.factory import check_entry
+from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema, check_keys, validated_dict
 from utabench.pretrain.masking import MASK_TYPES
 from utabench.pretrain.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
 
@@ -128,7 +136,24 @@ class PretrainConfig(Schema):
     @field_validator("teacher")
     @classmethod
     def _teacher(cls, value):
-        return None if value is None else check_backbone_entry(value, "teacher")
+        if value is None:
+            return None
+        return check_pretrain_entry(value, "teacher") if is_pretrain_entry(value) else check_entry(value, "teacher")
+
+
+PRETRAIN_ENTRY_KEYS = ("name", "pretrain", "objective", "paper")
+
+
+def is_pretrain_entry(entry: Any) -> bool:
+    """A backbone entry that names a pretraining config (`{pretrain: world-student.yaml, objective: mim}`)."""
+    return isinstance(entry, dict) and isinstance(entry.get("pretrain"), str)
+
+
+def check_pretrain_entry(entry: Dict[str, Any], where: str) -> Dict[str, Any]:
+    check_keys(entry, PRETRAIN_ENTRY_KEYS, where)
+    if entry.get("objective") is not None and entry["objective"] not in OBJECTIVES:
+        raise UtabenchError(f"{where}: objective {entry['objective']!r} is not one of {', '.join(OBJECTIVES)}")
+    return entry
 
 
 def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
@@ -162,7 +187,7 @@ def read_raw(path: Path, seen: Tuple[Path, ...] = ()) -> Dict[str, Any]:
 
 
 def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optional[str] = None) -> Dict[str, Any]:
-    raw = _expand(dict(raw), source)
+    raw = expand_env(dict(raw), source)
     if objective:
         raw["objective"] = objective
     cfg = validated_dict(PretrainConfig, raw, f"pretraining config {source}", defaults=True)

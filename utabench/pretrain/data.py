@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")

@@ -21,14 +21,13 @@ from utabench.backbones.base import Backbone
 from utabench.backbones.factory import build_backbone
 from utabench.backbones.uta import build_text_tower
 from utabench.backbones.uta_checkpoint import timm_to_release
-from utabench.harness.checkpoint import load_strict
-from utabench.harness.errors import NotApplicable, UtabenchError
-from utabench.harness.io import atomic_write
+from utabench.core.checkpoint import load_strict
+from utabench.core.errors import NotApplicable, UtabenchError
+from utabench.core.io import atomic_write
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import get_objective, objective_loss
 from utabench.pretrain.student import Student
-
 
 
 def normalization(backbone: Backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

@@ -20,7 +20,7 @@ from typing import Tuple
 
 import numpy as np
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 MASK_TYPES = ("block", "block-r", "random")
 

@@ -22,7 +22,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from utabench.harness.config import map_strings
-from utabench.harness.context import RunContext
-from utabench.harness.errors import UtabenchError
+from utabench.core.configfile import with_world
+from utabench.core.context import RunContext
 from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
 
 
@@ -24,22 +23,16 @@ class PretrainedResolver:
                  world_factory: Optional[Callable[[], Path]] = None):
         self.ctx, self.world, self.log, self.world_factory = ctx, world, log, world_factory
 
-    def _with_world(self, value: Any) -> Any:
-        def substitute(text: str) -> str:
-            if "{world}" not in text:
-                return text
-            if self.world is None and self.world_factory is not None:
-                self.world = self.world_factory()
-            if self.world is None:
-                raise UtabenchError(f"{text!r} refers to {{world}} but this config generates no world (add `world:`)")
-            return text.replace("{world}", str(self.world))
-        return map_strings(value, substitute)
+    def _world(self) -> Optional[Path]:
+        if self.world is None and self.world_factory is not None:
+            self.world = self.world_factory()
+        return self.world
 
     def config_for(self, entry: Dict[str, Any], train_teacher: bool = True) -> Dict[str, Any]:
         """The pretraining config an entry names; its teacher, if itself a `pretrain:` entry, is trained first
         (with `train_teacher` False it is only checked, as is everything else)."""
         path = config_path(str(entry["pretrain"]))
-        raw = self._with_world(read_raw(path))
+        raw = with_world(read_raw(path), self._world)
         if isinstance(raw.get("teacher"), dict) and "pretrain" in raw["teacher"]:
             if train_teacher:
                 raw["teacher"] = self.resolve_entry(raw["teacher"])

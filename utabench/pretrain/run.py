@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from utabench.harness.distributed import DistInfo
+from utabench.core.distributed import DistInfo
 from utabench.pretrain.config import DISTILL_OBJECTIVES
 from utabench.pretrain.trainer import Trainer
 

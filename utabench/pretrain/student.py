@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from timm.layers import trunc_normal_
 
 from utabench.backbones.uta import build_uta_vision, load_uta_config
 from utabench.pretrain.objectives import Objective

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from utabench.harness.checkpoint import read_state_dict
-from utabench.harness.distributed import DistInfo, barrier
-from utabench.harness.errors import UtabenchError
-from utabench.harness.io import atomic_write, atomic_write_json, atomic_write_text
+from utabench.core.checkpoint import read_state_dict
+from utabench.core.distributed import DistInfo, barrier
+from utabench.core.errors import UtabenchError
+from utabench.core.io import atomic_write, atomic_write_json, atomic_write_text
 from utabench.pretrain.config import differences, fingerprint
 from utabench.pretrain.data import StepSampler
 

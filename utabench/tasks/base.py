@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import DATASETS
-from utabench.harness.schema import Schema, check_keys, validated_dict
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
+from utabench.core.schema import Schema, check_keys, validated_dict
 
 
 class DatasetBase(Schema):

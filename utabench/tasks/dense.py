@@ -14,8 +14,8 @@ from typing import Dict, Optional, Tuple
 from pydantic import NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import backbone_entry
-from utabench.harness.errors import UtabenchError
-from utabench.harness.schema import Schema
+from utabench.core.errors import UtabenchError
+from utabench.core.schema import Schema
 from utabench.tasks.base import Task, TaskOutput
 
 

@@ -3,8 +3,8 @@ mmdet's CocoMetric) and LVIS v1 (the lvis package via LVISMetric); box and mask 
 
 from __future__ import annotations
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import TASKS
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import TASKS
 from utabench.tasks.dense import DenseTask
 
 _COCO = {"box_ap": "bbox_mAP", "box_ap50": "bbox_mAP_50", "box_ap75": "bbox_mAP_75", "box_aps": "bbox_mAP_s",

@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utabench.core.context import RunContext
+from utabench.core.distributed import StridedBatchSampler, gather_rows
 from utabench.datasets.images import ImageList, collate_skipping
-from utabench.harness.context import RunContext
-from utabench.harness.distributed import StridedBatchSampler, gather_rows
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any, Dict, Optional
 
 from pydantic import model_validator
 
-from utabench.harness.distributed import barrier
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import TASKS
-from utabench.harness.schema import Schema
+from utabench.core.distributed import barrier
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import TASKS
+from utabench.core.schema import Schema
 from utabench.tasks.base import Task, TaskOutput
 
 METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utabench.core.distributed import StridedBatchSampler, gather_rows
+from utabench.core.errors import NotApplicable
+from utabench.core.registry import TASKS
 from utabench.datasets.images import ImageList
-from utabench.harness.distributed import StridedBatchSampler, gather_rows
-from utabench.harness.errors import NotApplicable
-from utabench.harness.registry import TASKS
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
 from utabench.tasks.metrics import retrieval_recall

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from utabench.harness.errors import UtabenchError
-from utabench.harness.registry import TASKS
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import TASKS
 from utabench.tasks.dense import DenseTask
 
 

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from utabench.backbones.base import Backbone
-from utabench.harness.context import RunContext
-from utabench.harness.distributed import barrier
-from utabench.harness.io import atomic_write
+from utabench.core.context import RunContext
+from utabench.core.distributed import barrier
+from utabench.core.io import atomic_write
 
 
 def classifier_key(text_fingerprint: str, classnames: List[str], templates: List[str]) -> str:

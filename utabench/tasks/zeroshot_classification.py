@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from utabench.core.errors import NotApplicable
+from utabench.core.registry import TASKS
 from utabench.datasets.images import ImageList
-from utabench.harness.errors import NotApplicable
-from utabench.harness.registry import TASKS
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
 from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from utabench.world.dense import write_detection_sets, write_segmentation_set
-from utabench.world.scene import SHAPES, BACKGROUNDS, Scene, render, sample_object
+from utabench.world.scene import BACKGROUNDS, SHAPES, Scene, render, sample_object
 
 GENERATOR_VERSION = 4
 IMAGE_SIZE = (80, 64)

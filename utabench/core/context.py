@@ -9,8 +9,8 @@ from typing import Optional
 
 import torch
 
-from utabench.harness.distributed import DistInfo
-from utabench.harness.errors import UtabenchError
+from utabench.core.distributed import DistInfo
+from utabench.core.errors import UtabenchError
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 

@@ -58,7 +58,7 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
 
 def check_writable_dir(folder: str | Path, what: str, hint: str) -> None:
     """Refuse, before any work, a directory that cannot be created or written (nothing is left behind)."""
-    from utabench.harness.errors import UtabenchError
+    from utabench.core.errors import UtabenchError
 
     folder = Path(folder).expanduser()
     probe = folder

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 S = TypeVar("S", bound="Schema")
 

@@ -24,7 +24,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 _WRAPPERS = ("state_dict", "model", "module", "model_ema")
 _STORAGES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,

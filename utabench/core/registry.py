@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Generic, Optional, TypeVar
 
-from utabench.harness.errors import UtabenchError
+from utabench.core.errors import UtabenchError
 
 T = TypeVar("T")
 
@@ -55,10 +55,3 @@ class Registry(Generic[T]):
 BACKBONES: Registry = Registry("backbone family", "backbone families")
 TASKS: Registry = Registry("task", "tasks")
 DATASETS: Registry = Registry("dataset type", "dataset types")
-
-
-def load_all() -> None:
-    """Import the modules whose decorators fill the registries."""
-    import utabench.backbones  # noqa: F401
-    import utabench.datasets  # noqa: F401
-    import utabench.tasks  # noqa: F401
