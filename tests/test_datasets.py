@@ -11,7 +11,11 @@ from PIL import Image
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.datasets.images import ImageList
-from utabench.datasets.vocab import imagenet_subset_wnids, imagenet_wnids, openai_imagenet_classnames
+from utabench.datasets.vocab import (
+    imagenet_subset_wnids,
+    imagenet_wnids,
+    openai_imagenet_classnames,
+)
 
 
 def _image(path, color=(200, 10, 10)):

@@ -21,13 +21,25 @@ import yaml
 from utabench.backbones.factory import build_backbone
 from utabench.core.context import RunContext
 from utabench.core.errors import UtabenchError
+from utabench.datasets.llava import read_bench, read_bench_coco
 from utabench.harness.cli import main
-from utabench.llava.bench import read_bench, review_answers
+from utabench.llava.bench import review_answers
 from utabench.llava.conversation import IGNORE_INDEX, encode
 from utabench.llava.encoder import EncoderSpec
-from utabench.llava.judge import OfflineJudge, OpenAIJudge, make_judge, parse_score, summarize
+from utabench.llava.judge import (
+    OfflineJudge,
+    OpenAIJudge,
+    make_judge,
+    parse_score,
+    summarize,
+)
 from utabench.llava.model import build, load_tokenizer
-from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage
+from utabench.llava.pipeline import (
+    load_finetuned,
+    load_recipe,
+    stage_config,
+    train_stage,
+)
 from utabench.llava.projector import build_projector, load_projector
 
 TINY = {"stage1": {"optim": {"batch_size": 4, "epochs": 1, "warmup_steps": 1}},
@@ -532,8 +544,6 @@ class ChatCompletion:
 def test_coco_variant_reviews_and_scores_equal_upstream(world, tmp_path):
     """The judge's prompt (captions, then one `category: [box]` line per object), the review rows and the scores
     equal what LLaVA's own eval_gpt_review_visual.py and summarize_gpt_review.py make of the same files."""
-    from utabench.llava.bench import read_bench_coco
-
     bench = read_bench_coco(_coco_bench(world, tmp_path / "coco"))
     assert bench.variant == "coco" and bench.category_prefix == ""
     answers = [{"question_id": q["question_id"], "prompt": q["text"], "text": f"answer {i}", "answer_id": f"m-{i}",

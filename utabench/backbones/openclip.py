@@ -23,8 +23,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import open_clip
 import torch
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
-from utabench.core.checkpoint import is_torchscript, load_strict, read_state_dict, sha256_file
+from utabench.backbones.base import (
+    Backbone,
+    BackboneInfo,
+    BackboneSpec,
+    ImageOptions,
+    count_params,
+    resolve_blocks,
+)
+from utabench.core.checkpoint import (
+    is_torchscript,
+    load_strict,
+    read_state_dict,
+    sha256_file,
+)
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import BACKBONES
 
@@ -107,7 +119,11 @@ def _from_eva_clip(state: Dict[str, torch.Tensor], model: torch.nn.Module) -> Di
 
 def load_open_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Read a checkpoint without unpickling objects and load it strictly, the way open_clip converts it."""
-    from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
+    from open_clip.factory import (
+        convert_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
     from open_clip.model import convert_to_custom_text_state_dict
 
     state = read_state_dict(path)

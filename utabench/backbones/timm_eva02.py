@@ -13,7 +13,13 @@ import open_clip
 import timm
 import torch
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
+from utabench.backbones.base import (
+    Backbone,
+    BackboneInfo,
+    BackboneSpec,
+    count_params,
+    resolve_blocks,
+)
 from utabench.backbones.openclip import ClipOptions, OpenClipBackbone
 from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.core.errors import UtabenchError

@@ -22,7 +22,14 @@ from open_clip.transform import image_transform
 from pydantic import field_validator
 from timm.models.eva import Eva
 
-from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
+from utabench.backbones.base import (
+    Backbone,
+    BackboneInfo,
+    BackboneSpec,
+    ImageOptions,
+    count_params,
+    resolve_blocks,
+)
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
 from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
 from utabench.core.errors import UtabenchError

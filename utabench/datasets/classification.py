@@ -17,7 +17,12 @@ from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
 from utabench.datasets.images import list_images
-from utabench.datasets.vocab import imagenet_class_index, imagenet_subset_wnids, read_classnames, read_templates
+from utabench.datasets.vocab import (
+    imagenet_class_index,
+    imagenet_subset_wnids,
+    read_classnames,
+    read_templates,
+)
 
 
 class ImageNetEntry(Schema):

@@ -113,11 +113,20 @@ def load_lvis(cfg: Dict[str, Any]) -> DenseSet:
                                     "val": "annotations/lvis_v1_val.json"}, layout)
 
 
+def standard_classes(kind: str) -> List[str]:
+    """The class list mmdet / mmseg give a dataset kind (coco, lvis, ade20k)."""
+    if kind == "ade20k":
+        from mmseg.datasets import ADE20KDataset
+
+        return list(ADE20KDataset.METAINFO["classes"])
+    from mmdet.datasets import CocoDataset, LVISV1Dataset
+
+    return list((LVISV1Dataset if kind == "lvis" else CocoDataset).METAINFO["classes"])
+
+
 def _ade_classes(root: Path) -> List[str]:
     info = root / "objectInfo150.csv"
     if not info.is_file():
-        from utabench.dense.recipe import standard_classes
-
         return standard_classes("ade20k")
     with info.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t" if "\t" in info.read_text().splitlines()[0] else ","))

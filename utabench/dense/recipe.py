@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from utabench.core.errors import UtabenchError
+from utabench.datasets.dense import standard_classes
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "dense"
 SCHEDULE_KEYS = ("begin", "end")
@@ -36,16 +37,6 @@ def load_recipe(name: str):
     from mmengine.config import Config
 
     return Config.fromfile(str(recipe_path(name)))
-
-
-def standard_classes(kind: str) -> List[str]:
-    if kind == "ade20k":
-        from mmseg.datasets import ADE20KDataset
-
-        return list(ADE20KDataset.METAINFO["classes"])
-    from mmdet.datasets import CocoDataset, LVISV1Dataset
-
-    return list((LVISV1Dataset if kind == "lvis" else CocoDataset).METAINFO["classes"])
 
 
 def recipe_classes(cfg, kind: str) -> List[str]:

@@ -10,13 +10,12 @@ pairs}`) gets the published numbers and the difference beneath. The published ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from io import StringIO
 from typing import Callable, List, Optional, Tuple
 
 import pandas as pd
 
 from utabench.core.errors import UtabenchError
+from utabench.core.published import published_table
 from utabench.harness.paper import match_row
 
 
@@ -86,24 +85,6 @@ TABLES = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
 TABLE6_TITLE = "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)"
 _OBJECTIVE_LABEL = {"fd": "FD", "mim": "MIM", "uta+mim": "UTA+MIM", "uta": "UTA", "clip": "CLIP (teacher)"}
 _ZS_SETS = [datasets[0] for _, _, datasets, _ in TABLE1.columns]
-
-
-def published_table(csv: str) -> pd.DataFrame:
-    """A published table kept in `utabench/results/` (its `#` lines say where the row keys come from)."""
-    text = resources.files("utabench.results").joinpath(csv).read_text()
-    return pd.read_csv(StringIO(text), comment="#", dtype=str, keep_default_na=False).apply(_numbers)
-
-
-def _numbers(column: pd.Series) -> pd.Series:
-    """Score columns as floats (blank: not published), whole-number columns (input sizes) as ints; names, pairs
-    and row keys stay text."""
-    if column.name.startswith("key_") or not (column != "").any():
-        return column
-    converted = pd.to_numeric(column.replace("", None), errors="coerce")
-    if converted.notna().sum() != (column != "").sum():
-        return column
-    whole = converted.notna().all() and (converted == converted.round()).all() and "." not in "".join(column)
-    return converted.astype(int) if whole else converted
 
 
 def paper_table(spec: TableSpec) -> pd.DataFrame:

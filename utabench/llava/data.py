@@ -17,27 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from utabench.core.errors import UtabenchError
+from utabench.core.io import read_jsonl
 from utabench.llava.conversation import IGNORE_INDEX, encode
-
-
-def read_jsonl(path: str | Path, what: str) -> List[Dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise UtabenchError(f"{what} {path} does not exist")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UtabenchError(f"{path}:{number}: not a JSON object ({exc.msg}); {what} holds one JSON "
-                                    "object per line") from None
-            if not isinstance(row, dict):
-                raise UtabenchError(f"{path}:{number}: a {type(row).__name__}, expected a JSON object ({what})")
-            rows.append(row)
-    return rows
 
 
 def read_conversations(path: str | Path) -> List[Dict[str, Any]]:

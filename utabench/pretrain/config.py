@@ -111,7 +111,7 @@ class PaperAblation(Schema):
 
     @model_validator(mode="after")
     def _published(self):
-        from utabench.harness.tables import published_table
+        from utabench.core.published import published_table
 
         rows = list(published_table(f"paper_table{self.table}.csv")["config"])
         if self.row not in rows:

@@ -15,7 +15,9 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from utabench.backbones.openclip import _quiet_root_logger  # importing it also adds our open_clip model configs
+from utabench.backbones.openclip import (
+    _quiet_root_logger,  # importing it also adds our open_clip model configs
+)
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write
 from utabench.pretrain.data import PretrainImages

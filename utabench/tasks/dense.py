@@ -65,8 +65,18 @@ class DenseTask(Task):
         return cfg.model.backbone.get("patch_size") or backbone.info.patch_size
 
     def run(self, backbone, data, ctx) -> TaskOutput:
-        from utabench.dense.engine import export_finetuned, train_and_test, training_leftovers
-        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes, without_amp
+        from utabench.dense.engine import (
+            export_finetuned,
+            train_and_test,
+            training_leftovers,
+        )
+        from utabench.dense.recipe import (
+            default_recipe,
+            fill_recipe,
+            load_recipe,
+            use_cpu_processes,
+            without_amp,
+        )
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")

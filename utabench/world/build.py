@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from utabench.world.dense import write_detection_sets, write_segmentation_set
+from utabench.world.phrasing import join_phrases, where_in_image
 from utabench.world.scene import BACKGROUNDS, SHAPES, Scene, render, sample_object
 
 GENERATOR_VERSION = 4
@@ -115,27 +116,16 @@ def _objectnet(root: Path, seed: int, count: int) -> None:
             _write(render(scene, "unusual", rng), base / "images" / folder / f"{i:04d}.png")
 
 
-def _join(parts: List[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def _where(obj, size) -> str:
-    x, y = obj.center[0] / size[0], obj.center[1] / size[1]
-    horizontal = "left" if x < 0.4 else "right" if x > 0.6 else "middle"
-    vertical = "top" if y < 0.4 else "bottom" if y > 0.6 else "centre"
-    return f"{vertical} {horizontal}" if horizontal != "middle" else vertical
-
-
 def captions(scene: Scene) -> List[str]:
     things = [f"a {o.color} {o.shape}" for o in scene.objects]
-    joined = _join(things)
+    joined = join_phrases(things)
     count = ["one shape", "two shapes", "three shapes"][len(things) - 1]
     return [
         f"{joined} on a {scene.background} background",
         f"an image of {joined}",
         f"{count}: {joined}",
         f"a {scene.background} picture showing {joined}",
-        f"{things[0]} at the {_where(scene.objects[0], scene.size)} of the image",
+        f"{things[0]} at the {where_in_image(scene.objects[0], scene.size)} of the image",
     ]
 
 
@@ -218,7 +208,10 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
     if counts["seg_train"]:
         write_segmentation_set(root, stream_rng, counts)
     if counts["llava_pretrain"] or counts["llava_instruct"]:
-        from utabench.world.llava import write_llava_sets, write_tiny_llm  # it reads this module's phrasing
+        from utabench.world.llava import (  # (imports transformers)
+            write_llava_sets,
+            write_tiny_llm,
+        )
 
         texts = write_llava_sets(root, stream_rng, _captioned_scene, counts)
         write_tiny_llm(root / "llava" / "llm", texts, seed)

@@ -20,7 +20,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from utabench.world.build import _join, _where
+from utabench.datasets.llava import CATEGORIES
+from utabench.world.phrasing import join_phrases, where_in_image
 from utabench.world.scene import Scene, render
 
 BRIEF_PROMPTS = ("Describe the image concisely.", "Give a brief description of the image.",
@@ -30,11 +31,10 @@ DETAIL_PROMPTS = ("Describe the image in detail.", "Describe the following image
 SYSTEM_WORDS = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                 "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT:")
 _SIZES = ("small", "medium", "large")
-CATEGORIES = ("conv", "detail", "complex")
 
 
 def _things(scene: Scene) -> str:
-    return _join([f"a {o.color} {o.shape}" for o in scene.objects])
+    return join_phrases([f"a {o.color} {o.shape}" for o in scene.objects])
 
 
 def caption(scene: Scene) -> str:
@@ -46,7 +46,7 @@ def detail(scene: Scene) -> str:
     count = {1: "one shape", 2: "two shapes", 3: "three shapes"}[n]
     parts = [f"The image shows {count} on a {scene.background} background."]
     for obj in scene.objects:
-        parts.append(f"A {obj.color} {obj.shape} is at the {_where(obj, scene.size)} of the image.")
+        parts.append(f"A {obj.color} {obj.shape} is at the {where_in_image(obj, scene.size)} of the image.")
     return " ".join(parts)
 
 
@@ -54,7 +54,7 @@ def conversation(scene: Scene, rng: np.random.Generator) -> List[Tuple[str, str]
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
     return [("What shapes are in the image?", f"The image shows {_things(scene)}."),
             (f"What colour is the {obj.shape}?", f"The {obj.shape} is {obj.color}."),
-            (f"Where is the {obj.shape}?", f"The {obj.shape} is at the {_where(obj, scene.size)} of the image."),
+            (f"Where is the {obj.shape}?", f"The {obj.shape} is at the {where_in_image(obj, scene.size)} of the image."),
             ("What is the background?", f"The background is {scene.background}.")][: int(rng.integers(2, 5))]
 
 
