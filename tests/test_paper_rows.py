@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from utabench.core.tablespec import TABLES
 from utabench.harness.paper import match_row
 from utabench.harness.store import load_results, record_path, write_record
-from utabench.harness.tables import TABLES, paper_table, render, table_rows
+from utabench.harness.tables import paper_table, render, table_rows
 
 UTA_B16_2B = {"method": "UTA", "model": "B/16@224", "pairs": "2B"}  # the released UTA-B/16 (contrastively tuned)
 UTA_B14_0B = {"method": "UTA", "model": "B/14@224", "pairs": "0B"}  # the image-only pretrained UTA-B
@@ -16,7 +17,7 @@ UTA_L14_336 = {"method": "UTA", "model": "L/14@336", "pairs": "4B"}
 
 
 def _match(table, paper):
-    return match_row(paper_table(TABLES[table]), paper, table)
+    return match_row(paper_table(TABLES.get(str(table))), paper, table)
 
 
 @pytest.mark.parametrize("paper,column,value", [
@@ -82,10 +83,10 @@ def test_rendered_tables_use_the_right_rows(tmp_path):
     _record(results, "uta-b16", "segmentation", "ade20k", {"mIoU": 55.0}, UTA_B16_2B)
     _record(results, "uta-l14-336", "retrieval", "flickr30k", {"text_r1": 92.0}, UTA_L14_336)
     frame = load_results(results)
-    rows = pd.DataFrame(table_rows(frame, TABLES[4]))
+    rows = pd.DataFrame(table_rows(frame, TABLES.get("4")))
     zs = rows[(rows.backbone == "uta-b16") & (rows.column == "IN-1K ZS")].iloc[0]
     assert zs.paper == 77.0 and zs.delta == pytest.approx(0.5) and zs.paper_row.startswith("UTA† B")
-    retrieval = pd.DataFrame(table_rows(frame, TABLES[2]))
+    retrieval = pd.DataFrame(table_rows(frame, TABLES.get("2")))
     assert retrieval.paper.isna().all() and retrieval.delta.isna().all()
     text = render(frame, tables=(2, 4))
     assert "↳ paper: no row of Table 2 for UTA L/14@336 4B" in text and "↳ paper: UTA† B" in text
@@ -99,7 +100,7 @@ def test_table3_compares_only_gpt4_judged_coco_runs(tmp_path, variant, judge_ok,
                "judge_comparable_to_paper": judge_ok}
     _record(results, "uta-b16", "llava-bench", f"llava-bench{'-coco' if variant == 'coco' else ''}",
             {"conversation": 80.0, "detail": 66.0, "complex": 89.0, "overall": 79.0}, UTA_B16_2B, details)
-    rows = pd.DataFrame(table_rows(load_results(results), TABLES[3]))
+    rows = pd.DataFrame(table_rows(load_results(results), TABLES.get("3")))
     overall = rows[rows.column == "Overall"].iloc[0]
     assert overall.paper == 78.8
     assert (overall.delta == pytest.approx(0.2)) if has_delta else pd.isna(overall.delta)

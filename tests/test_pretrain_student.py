@@ -3,13 +3,13 @@
 import torch
 import torch.nn.functional as F
 
-from utabench.pretrain.objectives import get_objective, objective_loss
+from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.student import Student
 
 
 def _student(objective="uta"):
     torch.manual_seed(0)
-    return Student("tiny", get_objective(objective)).eval()
+    return Student("tiny", OBJECTIVES.get(objective)).eval()
 
 
 def test_keeping_every_patch_is_the_plain_forward():
@@ -64,15 +64,15 @@ def test_losses_score_the_right_tokens():
     pred_kept = torch.randn(2, 1 + 12, 8)
     with_cls = torch.cat([torch.zeros(2, 1, dtype=torch.long), keep + 1], 1)
     expected = _manual_neg_cos(pred_kept, torch.stack([target[i, with_cls[i]] for i in range(2)]))
-    assert torch.allclose(objective_loss(get_objective("uta"), pred_kept, target, keep, mask), expected)
+    assert torch.allclose(OBJECTIVES.get("uta").loss(pred_kept, target, keep, mask), expected)
 
     pred = torch.randn(2, 17, 8)
     masked = torch.cat([torch.zeros(2, 1, dtype=torch.bool), mask], 1)
-    mim = objective_loss(get_objective("mim"), pred, target, None, mask)
+    mim = OBJECTIVES.get("mim").loss(pred, target, None, mask)
     assert torch.allclose(mim, _manual_neg_cos(pred[masked], target[masked]))
     changed = target.clone()
     changed[~masked] = torch.randn(int((~masked).sum()), 8)  # MIM ignores the visible tokens and CLS
-    assert torch.allclose(objective_loss(get_objective("mim"), pred, changed, None, mask), mim)
-    both = objective_loss(get_objective("uta+mim"), pred, target, None, mask)
+    assert torch.allclose(OBJECTIVES.get("mim").loss(pred, changed, None, mask), mim)
+    both = OBJECTIVES.get("uta+mim").loss(pred, target, None, mask)
     assert torch.allclose(both, mim + _manual_neg_cos(pred[~masked], target[~masked]))
-    assert torch.allclose(objective_loss(get_objective("fd"), pred, target, None, None), _manual_neg_cos(pred, target))
+    assert torch.allclose(OBJECTIVES.get("fd").loss(pred, target, None, None), _manual_neg_cos(pred, target))

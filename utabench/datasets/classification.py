@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from pydantic import Field
+
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
@@ -24,19 +26,21 @@ from utabench.datasets.vocab import (
     read_templates,
 )
 
+TEMPLATES = Field(None, description="prompt templates with {c}: a JSON list or one per line (default: OpenAI's 80)")
+
 
 class ImageNetEntry(Schema):
-    classes: Optional[str] = None  # class index JSON [[wnid, name], ...] (default: the 1000 ImageNet classes)
-    templates: Optional[str] = None  # prompt templates with {c}: a JSON list or one per line (default: OpenAI's 80)
+    classes: Optional[str] = Field(None, description="class index JSON [[wnid, name], ...] (default: ImageNet's 1000)")
+    templates: Optional[str] = TEMPLATES
 
 
 class ObjectNetEntry(Schema):
-    templates: Optional[str] = None
+    templates: Optional[str] = TEMPLATES
 
 
 class ImageFolderEntry(Schema):
-    classnames: Optional[str] = None  # class names JSON (default: the folder names)
-    templates: Optional[str] = None
+    classnames: Optional[str] = Field(None, description="class names JSON (default: the folder names)")
+    templates: Optional[str] = TEMPLATES
 
 
 @dataclass

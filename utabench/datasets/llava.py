@@ -31,12 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from pydantic import Field
+
 from utabench.core.errors import UtabenchError
 from utabench.core.io import read_jsonl
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
 
 CATEGORIES = ("conv", "detail", "complex")
+# the system prompt of LLaVA v1's `vicuna_v1` conversations (its training data and model_vqa.py answers)
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                 "helpful, detailed, and polite answers to the user's questions.")
 
 
 @dataclass
@@ -156,13 +161,16 @@ def read_bench_coco(root: str | Path, rule: str | Path | None = None, images: st
 
 
 
+RULE = Field(None, description="the judge's rules, LLaVA's llava/eval/table/rule.json (default ROOT/rule.json)")
+
+
 class InTheWildEntry(Schema):
-    rule: Optional[str] = None  # LLaVA's llava/eval/table/rule.json (default ROOT/rule.json)
+    rule: Optional[str] = RULE
 
 
 class CocoEntry(Schema):
-    rule: Optional[str] = None
-    images: Optional[str] = None  # the COCO val2014 images (default ROOT/val2014)
+    rule: Optional[str] = RULE
+    images: Optional[str] = Field(None, description="the COCO val2014 images (default ROOT/val2014)")
 
 
 @dataclass

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
+from pydantic import Field
+
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
 
 
 class KarpathyEntry(Schema):
-    annotations: Optional[str] = None  # default: ROOT/dataset_<name>.json
-    split: Literal["test", "val", "train", "restval"] = "test"
+    annotations: Optional[str] = Field(None, description="Karpathy annotation file (default ROOT/dataset_<name>.json)")
+    split: Literal["test", "val", "train", "restval"] = Field("test", description="the split evaluated (default test)")
 
 
 @dataclass

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from utabench.core.errors import UtabenchError
+from utabench.core.registry import Registry
+from utabench.datasets.llava import VICUNA_SYSTEM
 
 IGNORE_INDEX = -100
 IMAGE = "<image>"
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                 "helpful, detailed, and polite answers to the user's questions.")
-TEMPLATES = ("plain", "vicuna_v1")
+TEMPLATES: Registry = Registry("conversation template", "conversation templates")
 
 
 @dataclass
@@ -46,19 +46,21 @@ def _pairs(turns: Sequence[Dict[str, str]], where: str) -> List[Tuple[str, str]]
     return pairs
 
 
-def render(template: str, pairs: Sequence[Tuple[str, str]], eos: str, generation: bool = False
-           ) -> Tuple[str, List[Tuple[int, int]]]:
-    """(text, learned character spans). With `generation`, the last answer is left for the model to write."""
-    spans: List[Tuple[int, int]] = []
-    if template == "plain":
-        text = IMAGE
-        if not generation:
-            spans.append((len(text), len(text) + len(pairs[0][1]) + 1))
-            text += pairs[0][1] + "\n"
-        return text, spans
-    if template != "vicuna_v1":
-        raise UtabenchError(f"unknown conversation template {template!r}; choose one of {', '.join(TEMPLATES)}")
-    text = VICUNA_SYSTEM + " "
+Spans = List[Tuple[int, int]]
+
+
+@TEMPLATES.register("plain", help="stage 1: the image, then the caption (learned) and a newline")
+def plain(pairs: Sequence[Tuple[str, str]], eos: str, generation: bool = False) -> Tuple[str, Spans]:
+    text, spans = IMAGE, []
+    if not generation:
+        spans.append((len(text), len(text) + len(pairs[0][1]) + 1))
+        text += pairs[0][1] + "\n"
+    return text, spans
+
+
+@TEMPLATES.register("vicuna_v1", help="stage 2 and answers: LLaVA v1's Vicuna conversation, answers learned")
+def vicuna_v1(pairs: Sequence[Tuple[str, str]], eos: str, generation: bool = False) -> Tuple[str, Spans]:
+    text, spans = VICUNA_SYSTEM + " ", []
     for i, (question, answer) in enumerate(pairs):
         if i == 0 and IMAGE in question:  # the image leads the first message
             question = IMAGE + "\n" + question.replace(IMAGE, "").strip()
@@ -69,6 +71,11 @@ def render(template: str, pairs: Sequence[Tuple[str, str]], eos: str, generation
         text += " " + answer + eos
         spans.append((start + 1, len(text)))
     return text, spans
+
+
+def render(template: str, pairs: Sequence[Tuple[str, str]], eos: str, generation: bool = False) -> Tuple[str, Spans]:
+    """(text, learned character spans). With `generation`, the last answer is left for the model to write."""
+    return TEMPLATES.get(template)(pairs, eos, generation)
 
 
 def encode(template: str, turns: Sequence[Dict[str, str]], tokenizer, image_token_id: int, num_image_tokens: int,

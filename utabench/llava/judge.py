@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from utabench.core.errors import UtabenchError
+from utabench.core.registry import Registry
 from utabench.core.schema import Schema, validated_dict
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -73,6 +74,8 @@ class OfflineJudge:
 
 
 class OpenAIJudge:
+    """Any OpenAI-compatible chat-completions endpoint (GPT-4 as in LLaVA's evaluation)."""
+
     comparable = True
     note = "OpenAI-compatible chat-completions judge"
 
@@ -133,7 +136,9 @@ class OpenAIJudgeConfig(Schema):
     temperature: NonNegativeFloat = 0.2
 
 
-JUDGES = {"offline": (OfflineJudgeConfig, OfflineJudge), "openai": (OpenAIJudgeConfig, OpenAIJudge)}
+JUDGES: Registry = Registry("judge type", "judge types")
+JUDGES.register("offline", schema=OfflineJudgeConfig)(OfflineJudge)
+JUDGES.register("openai", schema=OpenAIJudgeConfig)(OpenAIJudge)
 
 
 def make_judge(cfg: Optional[Dict[str, Any]]):
@@ -142,10 +147,8 @@ def make_judge(cfg: Optional[Dict[str, Any]]):
     if "api_key" in cfg:
         raise UtabenchError("judge.api_key is not read from configs (they get shared and recorded): put the key in an "
                             "environment variable and name it with judge.api_key_env")
-    if kind not in JUDGES:
-        raise UtabenchError(f"unknown judge type {kind!r}; choose one of {', '.join(JUDGES)}")
-    schema, judge = JUDGES[kind]
-    settings = validated_dict(schema, cfg, "judge", defaults=True)
+    judge = JUDGES.get(kind)
+    settings = validated_dict(JUDGES.schema(kind), cfg, "judge", defaults=True)
     settings.pop("type")
     missing = [k for k in ("model", "base_url") if k in settings and not settings[k]]
     if missing:

@@ -42,11 +42,10 @@ from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping
 from utabench.core.errors import UtabenchError
 from utabench.core.schema import Schema, check_keys, validated_dict
-from utabench.pretrain.masking import MASK_TYPES
-from utabench.pretrain.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
+from utabench.pretrain.data import SOURCES
+from utabench.pretrain.masking import MASKS
+from utabench.pretrain.objectives import OBJECTIVES
 
-DISTILL_OBJECTIVES = tuple(OBJECTIVE_REGISTRY)
-OBJECTIVES = DISTILL_OBJECTIVES + ("clip",)
 # what does not change the trained weights (so it may differ on resume)
 _RUN_ONLY = ("checkpoint_every", "workers", "student.grad_checkpointing", "paper.table", "paper.row")
 Range = Tuple[PositiveFloat, PositiveFloat]
@@ -76,7 +75,7 @@ class StudentConfig(Schema):
 
 
 class DataConfig(Schema):
-    type: Literal["imagefolder", "webdataset"] = "imagefolder"
+    type: Literal[tuple(SOURCES.names())] = "imagefolder"
     root: Optional[str] = None  # imagefolder
     shards: Optional[str] = None  # webdataset: a glob or dir/{00000..00099}.tar
     scale: Range = (0.4, 1.0)  # random-resized-crop area range
@@ -96,7 +95,7 @@ class DataConfig(Schema):
 
 
 class MaskConfig(Schema):
-    type: Literal[MASK_TYPES] = "block-r"
+    type: Literal[tuple(MASKS.names())] = "block-r"
     ratio: float = Field(0.5, gt=0.0, lt=1.0)  # e.g. 0.4 (B) or 0.5 (L)
     min_block: PositiveInt = 16
     min_aspect: float = Field(0.3, gt=0.0, le=1.0)
@@ -120,7 +119,7 @@ class PaperAblation(Schema):
 
 
 class PretrainConfig(Schema):
-    objective: Literal[OBJECTIVES] = "uta"
+    objective: Literal[tuple(OBJECTIVES.names())] = "uta"
     student: StudentConfig = StudentConfig()
     teacher: Optional[Dict[str, Any]] = None  # a backbone entry (or a {pretrain: ...} entry)
     model: Optional[str] = None  # an open_clip model config (objective clip)
@@ -151,8 +150,9 @@ def is_pretrain_entry(entry: Any) -> bool:
 
 def check_pretrain_entry(entry: Dict[str, Any], where: str) -> Dict[str, Any]:
     check_keys(entry, PRETRAIN_ENTRY_KEYS, where)
-    if entry.get("objective") is not None and entry["objective"] not in OBJECTIVES:
-        raise UtabenchError(f"{where}: objective {entry['objective']!r} is not one of {', '.join(OBJECTIVES)}")
+    if entry.get("objective") is not None and entry["objective"] not in OBJECTIVES.names():
+        raise UtabenchError(f"{where}: objective {entry['objective']!r} is not one of "
+                            f"{', '.join(OBJECTIVES.names())}")
     return entry
 
 

@@ -18,16 +18,20 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from utabench.backbones.openclip import (
     _quiet_root_logger,  # importing it also adds our open_clip model configs
 )
+from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize
+from utabench.pretrain.recipes import RECIPES
 
 
+@RECIPES.register("contrastive", help="an open_clip model trained on image-caption pairs (the world's CLIP teacher)")
 class ContrastiveRecipe:
     need_captions = True
 
-    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", dist: DistInfo = DistInfo()):
+        rank, world_size = dist.rank, dist.world_size
         model = str(cfg["model"])
         if model not in open_clip.list_models():
             raise UtabenchError(f"unknown open_clip model config {model!r} for objective clip")

@@ -28,8 +28,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from utabench.core.errors import UtabenchError
+from utabench.core.registry import Registry
+from utabench.datasets.images import IMAGE_SUFFIXES
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
@@ -59,9 +60,9 @@ def index_imagefolder(root: str) -> List[Record]:
     base = Path(root)
     if not base.is_dir():
         raise UtabenchError(f"image directory {root} does not exist; expected an ImageFolder tree root/<class>/<image>")
-    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise UtabenchError(f"image directory {root} has no images ({', '.join(IMAGE_EXTENSIONS)}); expected an "
+        raise UtabenchError(f"image directory {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); expected an "
                             "ImageFolder tree root/<class>/<image>")
     return [Record(str(p)) for p in files]
 
@@ -99,16 +100,23 @@ def index_webdataset(pattern: str, need_captions: bool = False) -> List[Record]:
     return records
 
 
+SOURCES: Registry = Registry("pretraining data type", "pretraining data types")
+
+
+@SOURCES.register("imagefolder", help="every image under `root`, in sorted path order")
+def _imagefolder_source(data: Dict, need_captions: bool) -> List[Record]:
+    if need_captions:
+        raise UtabenchError("image-text training needs captions: use a webdataset source (jpg + txt)")
+    return index_imagefolder(str(data.get("root", "")))
+
+
+@SOURCES.register("webdataset", help="tar shards of `shards` (a glob or a {000..099} range)")
+def _webdataset_source(data: Dict, need_captions: bool) -> List[Record]:
+    return index_webdataset(str(data.get("shards", "")), need_captions)
+
+
 def index_source(data: Dict, need_captions: bool = False) -> List[Record]:
-    kind = data.get("type", "imagefolder")
-    if kind == "imagefolder":
-        if need_captions:
-            raise UtabenchError("image-text training needs captions: use a webdataset source (jpg + txt)")
-        return index_imagefolder(str(data.get("root", "")))
-    if kind == "webdataset":
-        return index_webdataset(str(data.get("shards", "")), need_captions)
-    raise UtabenchError(f"unknown pretraining data type {kind!r}; choose imagefolder (root: DIR) or webdataset "
-                        "(shards: PATTERN)")
+    return SOURCES.get(data.get("type", "imagefolder"))(data, need_captions)
 
 
 def read_image(record: Record) -> Image.Image:

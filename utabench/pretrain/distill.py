@@ -26,7 +26,8 @@ from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.io import atomic_write
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.masking import MaskGenerator, MaskSpec
-from utabench.pretrain.objectives import get_objective, objective_loss
+from utabench.pretrain.objectives import OBJECTIVES
+from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.student import Student
 
 
@@ -62,12 +63,13 @@ class _Normalize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+@RECIPES.register("distill", help="a student from a frozen teacher's joint-space tokens (uta, mim, fd, uta+mim)")
 class DistillRecipe:
     need_captions = False
 
-    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", teacher: Backbone | None = None):
+    def __init__(self, cfg: Dict[str, Any], device: str = "cpu", dist=None, teacher: Backbone | None = None):
         self.cfg = cfg
-        self.objective = get_objective(cfg["objective"])
+        self.objective = OBJECTIVES.get(cfg["objective"])
         student_cfg = cfg["student"]
         with torch.random.fork_rng(devices=[]):  # the config's seed alone decides the initial weights
             torch.manual_seed(int(cfg["seed"]))
@@ -133,7 +135,7 @@ class DistillRecipe:
             pred = model(x, mask=mask)
         else:
             pred = model(x)
-        return objective_loss(self.objective, pred, target, keep, mask)
+        return self.objective.loss(pred, target, keep, mask)
 
     def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
         from safetensors.torch import save_file

@@ -21,8 +21,9 @@ from typing import Tuple
 import numpy as np
 
 from utabench.core.errors import UtabenchError
+from utabench.core.registry import Registry
 
-MASK_TYPES = ("block", "block-r", "random")
+MASKS: Registry = Registry("mask type", "mask types")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,7 @@ class MaskSpec:
     reverse_prob: float = 0.5
 
     def __post_init__(self):
-        if self.type not in MASK_TYPES:
-            raise UtabenchError(f"unknown mask type {self.type!r}; choose one of {', '.join(MASK_TYPES)}")
+        MASKS.get(self.type)  # an unknown type is refused, listing the known ones
         if not 0.0 < float(self.ratio) < 1.0:
             raise UtabenchError(f"mask ratio must be in (0, 1), got {self.ratio}; e.g. 0.4 (B) or 0.5 (L)")
         if self.min_block < 1 or not 0.0 < self.min_aspect <= 1.0:
@@ -61,15 +61,7 @@ class MaskGenerator:
         return self.num_patches - self.num_masked
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
-        spec = self.spec
-        if spec.type == "random":
-            mask = np.zeros(self.num_patches, dtype=bool)
-            mask[rng.choice(self.num_patches, self.num_masked, replace=False)] = True
-            return mask
-        reverse = spec.type == "block-r" and rng.random() < spec.reverse_prob
-        target = self.num_patches - self.num_masked if reverse else self.num_masked
-        mask = self._blocks(rng, target).reshape(-1)
-        return ~mask if reverse else mask
+        return MASKS.get(self.spec.type)(self, rng)
 
     def _blocks(self, rng: np.random.Generator, target: int) -> np.ndarray:
         mask = np.zeros((self.height, self.width), dtype=bool)
@@ -126,3 +118,23 @@ def write_probability_png(prob: np.ndarray, path: Path, cell: int = 24) -> None:
     image = Image.fromarray(rgb.astype(np.uint8)).resize((prob.shape[1] * cell, prob.shape[0] * cell), Image.NEAREST)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+@MASKS.register("random", help="uniformly random patches")
+def random_mask(generator: MaskGenerator, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros(generator.num_patches, dtype=bool)
+    mask[rng.choice(generator.num_patches, generator.num_masked, replace=False)] = True
+    return mask
+
+
+@MASKS.register("block", help="BEiT's block-wise masking (favours the centre)")
+def block_mask(generator: MaskGenerator, rng: np.random.Generator) -> np.ndarray:
+    return generator._blocks(rng, generator.num_masked).reshape(-1)
+
+
+@MASKS.register("block-r", help="UTA's reversed block-wise masking (spatially uniform)")
+def reversed_block_mask(generator: MaskGenerator, rng: np.random.Generator) -> np.ndarray:
+    reverse = rng.random() < generator.spec.reverse_prob
+    target = generator.num_patches - generator.num_masked if reverse else generator.num_masked
+    mask = generator._blocks(rng, target).reshape(-1)
+    return ~mask if reverse else mask

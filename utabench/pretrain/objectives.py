@@ -17,41 +17,38 @@ pretraining uses the same form).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from utabench.core.errors import UtabenchError
+from utabench.core.registry import Registry
+
+# Loss = f(pred, target, keep, mask): pred are the student's tokens in the joint space, target the teacher's
+# (B, 1 + N, D), CLS first. For `kept` inputs pred is (B, 1 + K, D) in the order CLS, then `keep` (B, K) patch
+# indices; otherwise pred is (B, 1 + N, D) and `mask` (B, N) marks the masked patches.
+Loss = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Objective:
     name: str
+    label: str  # how tables name it (the paper's Table 6 rows)
+    recipe: str  # the training recipe that runs it (pretrain.run.RECIPES): distill or contrastive
     student_input: str  # "kept": drop masked tokens; "mask_token": fill them with [MASK]; "full": no mask
     help: str
+    loss: Optional[Loss] = None
 
     @property
     def uses_mask(self) -> bool:
-        return self.student_input != "full"
+        return self.student_input in ("kept", "mask_token")
 
     @property
     def needs_mask_token(self) -> bool:
         return self.student_input == "mask_token"
 
 
-OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (
-    Objective("uta", "kept", "unmasked token alignment: kept tokens + CLS in, cosine on them"),
-    Objective("mim", "mask_token", "EVA-style MIM: [MASK] tokens in, cosine on the masked positions"),
-    Objective("fd", "full", "feature distillation: the whole image in, cosine on every token"),
-    Objective("uta+mim", "mask_token", "[MASK] tokens in, cosine on kept + CLS and on masked positions"),
-)}
-
-
-def get_objective(name: str) -> Objective:
-    if name not in OBJECTIVES:
-        raise UtabenchError(f"unknown pretraining objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
+OBJECTIVES: Registry = Registry("pretraining objective", "pretraining objectives")
 
 
 def neg_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -59,21 +56,39 @@ def neg_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(pred.float(), target.float(), dim=-1).mean()
 
 
-def objective_loss(objective: Objective, pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None,
-                   mask: torch.Tensor | None) -> torch.Tensor:
-    """pred: the student's tokens in the joint space; target: the teacher's (B, 1 + N, D), CLS first.
+def _with_cls(positions: torch.Tensor) -> torch.Tensor:
+    """(B, N) patch positions or flags -> (B, 1 + N), CLS first (index 0, never masked)."""
+    return torch.cat([torch.zeros_like(positions[:, :1]), positions], dim=1)
 
-    For `uta`, pred is (B, 1 + K, D) in the order CLS, then `keep` (B, K) patch indices; otherwise pred is
-    (B, 1 + N, D) and `mask` (B, N) marks the masked patches.
-    """
-    if objective.name == "uta":
-        index = torch.cat([torch.zeros_like(keep[:, :1]), keep + 1], dim=1)
-        aligned = target.gather(1, index[..., None].expand(-1, -1, target.shape[-1]))
-        return neg_cosine(pred, aligned)
-    if objective.name == "fd":
-        return neg_cosine(pred, target)
-    masked = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1)  # CLS is never masked
-    loss = neg_cosine(pred[masked], target[masked])
-    if objective.name == "uta+mim":
-        loss = loss + neg_cosine(pred[~masked], target[~masked])
-    return loss
+
+def _kept_alignment(pred, target, keep, mask):
+    index = torch.cat([torch.zeros_like(keep[:, :1]), keep + 1], dim=1)
+    return neg_cosine(pred, target.gather(1, index[..., None].expand(-1, -1, target.shape[-1])))
+
+
+def _every_token(pred, target, keep, mask):
+    return neg_cosine(pred, target)
+
+
+def _masked_prediction(pred, target, keep, mask):
+    masked = _with_cls(mask)
+    return neg_cosine(pred[masked], target[masked])
+
+
+def _masked_and_kept(pred, target, keep, mask):
+    masked = _with_cls(mask)
+    return neg_cosine(pred[masked], target[masked]) + neg_cosine(pred[~masked], target[~masked])
+
+
+for _objective in (
+    Objective("uta", "UTA", "distill", "kept", "unmasked token alignment: kept tokens + CLS in, cosine on them",
+              _kept_alignment),
+    Objective("mim", "MIM", "distill", "mask_token", "EVA-style MIM: [MASK] tokens in, cosine on the masked positions",
+              _masked_prediction),
+    Objective("fd", "FD", "distill", "full", "feature distillation: the whole image in, cosine on every token",
+              _every_token),
+    Objective("uta+mim", "UTA+MIM", "distill", "mask_token",
+              "[MASK] tokens in, cosine on kept + CLS and on masked positions", _masked_and_kept),
+    Objective("clip", "CLIP (teacher)", "contrastive", "pairs", "image-text contrastive training of an open_clip model"),
+):
+    OBJECTIVES.register(_objective.name, help=_objective.help)(_objective)

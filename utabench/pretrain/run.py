@@ -1,4 +1,8 @@
-"""Build the recipe a pretraining config asks for, count its FLOPs, train it, and return the export's metadata."""
+"""Build the recipe a pretraining config asks for, count its FLOPs, train it, and return the export's metadata.
+
+A recipe (what is trained, on which data, with which loss, and its export) registers in `RECIPES` under the name an
+objective's `recipe` gives: `distill` (UTA, MIM, FD, UTA+MIM from a frozen teacher) and `contrastive` (CLIP).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from utabench.core.distributed import DistInfo
-from utabench.pretrain.config import DISTILL_OBJECTIVES
+from utabench.pretrain import contrastive, distill  # noqa: F401  (register their recipes)
+from utabench.pretrain.objectives import OBJECTIVES
+from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.trainer import Trainer
 
 
 def build_recipe(cfg: Dict[str, Any], device: str = "cpu", dist: Optional[DistInfo] = None):
-    dist = dist or DistInfo()
-    if cfg["objective"] in DISTILL_OBJECTIVES:
-        from utabench.pretrain.distill import DistillRecipe
-
-        return DistillRecipe(cfg, device)
-    from utabench.pretrain.contrastive import ContrastiveRecipe
-
-    return ContrastiveRecipe(cfg, device, dist.rank, dist.world_size)
+    return RECIPES.get(OBJECTIVES.get(cfg["objective"]).recipe)(cfg, device, dist or DistInfo())
 
 
 def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: DistInfo = DistInfo(),
@@ -33,7 +32,7 @@ def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: Dist
         if meta.get("fingerprint") == fingerprint(cfg):
             return meta
     recipe = build_recipe(cfg, device, dist)
-    if cfg["objective"] in DISTILL_OBJECTIVES:
+    if getattr(recipe, "teacher", None) is not None:  # distillation: the student's cost beside the teacher's
         from utabench.pretrain.flops import step_flops
 
         recipe.flops = step_flops(recipe, batch_size=4, device=device)

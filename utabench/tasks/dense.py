@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from pydantic import NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import backbone_entry
 from utabench.core.errors import UtabenchError
@@ -28,10 +28,13 @@ def normalisation(backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
 
 
 class DenseOptions(Schema):
-    recipe: Optional[str] = None  # a recipe under utabench/configs/dense/ or a .py path (default: the paper's B / L)
-    iters: Optional[PositiveInt] = None  # training iterations at the paper's batch size (default: the recipe's)
-    eval_only: Optional[str] = None  # a fine-tuned mmengine checkpoint: evaluate it instead of training
-    seed: NonNegativeInt = 0
+    recipe: Optional[str] = Field(None, description="an mmdet / mmseg config: a name under utabench/configs/dense/ "
+                                  "or a .py path (default: the paper's B or L recipe by backbone depth)")
+    iters: Optional[PositiveInt] = Field(None, description="training iterations at the paper's batch size "
+                                         "(default: the recipe's)")
+    eval_only: Optional[str] = Field(None, description="a fine-tuned checkpoint (finetuned.pth) to evaluate "
+                                     "instead of training")
+    seed: NonNegativeInt = Field(0, description="the fine-tuning's random seed")
 
     @field_validator("recipe")
     @classmethod

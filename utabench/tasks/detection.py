@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
+from utabench.core.tablespec import TableSpec, register_table
 from utabench.tasks.dense import DenseTask
 
 _COCO = {"box_ap": "bbox_mAP", "box_ap50": "bbox_mAP_50", "box_ap75": "bbox_mAP_75", "box_aps": "bbox_mAP_s",
@@ -47,3 +48,10 @@ class Detection(DenseTask):
                 f"the recipe's RoI heads expect strides {expected}; set the backbone's `patch_size` (e.g. 16, which "
                 "converts the checkpoint) or use a recipe made for this patch size"
             )
+
+
+register_table(TableSpec(
+    5, "Table 5: detection and instance segmentation, AP (%, Cascade Mask R-CNN)", "paper_table5.csv",
+    (("COCO APbox", Detection.name, ("coco",), "box_ap"), ("COCO APmask", Detection.name, ("coco",), "mask_ap"),
+     ("LVIS APbox", Detection.name, ("lvis",), "box_ap"), ("LVIS APmask", Detection.name, ("lvis",), "mask_ap")),
+))

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from pydantic import model_validator
+import yaml
+from pydantic import Field, field_validator, model_validator
 
 from utabench.core.distributed import barrier
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.core.schema import Schema
+from utabench.core.tablespec import TableSpec, register_table
 from utabench.tasks.base import Task, TaskOutput
 
 METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",
@@ -27,16 +29,53 @@ class StageData(Schema):
     data: str  # LLaVA's json (blip_laion_cc_sbu_558k.json, llava_instruct_150k.json)
     images: str  # its image folder
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value):
+        """`DATA.json:IMAGES` (the command line's form) as {data, images}."""
+        if isinstance(value, str):
+            if ":" not in value:
+                raise ValueError(f"{value!r} must be JSON:IMAGES, e.g. blip_laion_cc_sbu_558k.json:images")
+            data, images = value.rsplit(":", 1)
+            return {"data": data, "images": images}
+        return value
+
+
+def _mapping(value, what: str, bare_key: str = ""):
+    """A mapping given as YAML text (the command line's form); a bare word means {bare_key: word}."""
+    if not isinstance(value, str):
+        return value
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and bare_key:
+        return {bare_key: parsed}
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{what} must be a mapping, e.g. '{{projector: mlp2x_gelu}}', got {value!r}")
+    return parsed
+
 
 class LlavaOptions(Schema):
-    llm: Optional[str] = None  # a local transformers causal LM (Vicuna, LLaMA, ...)
-    stage1: Optional[StageData] = None
-    stage2: Optional[StageData] = None
-    projector: Optional[str] = None  # a trained stage-1 mm_projector.bin (ours or LLaVA's): skips stage 1
-    eval_only: Optional[str] = None  # a stage-2 folder (ours or LLaVA's): evaluates only
-    recipe: str = "paper"  # utabench/configs/llava/<name>.yaml or a path
-    overrides: Optional[Dict[str, Any]] = None  # recipe keys to change, e.g. {projector: mlp2x_gelu}
-    judge: Optional[Dict[str, Any]] = None  # {type: offline} or {type: openai, model, base_url, api_key_env}
+    llm: Optional[str] = Field(None, description="the LLM: a local transformers model directory (e.g. vicuna-7b-v1.5)")
+    stage1: Optional[StageData] = Field(None, description="stage-1 caption data and its images, as JSON:IMAGES")
+    stage2: Optional[StageData] = Field(None, description="stage-2 instruction data and its images, as JSON:IMAGES")
+    projector: Optional[str] = Field(None, description="a trained stage-1 mm_projector.bin (ours or LLaVA's): "
+                                     "skips stage 1")
+    eval_only: Optional[str] = Field(None, description="a stage-2 LLaVA folder (ours or LLaVA's): answers and "
+                                     "scores only")
+    recipe: str = Field("paper", description="paper, world or a recipe YAML (default paper)")
+    overrides: Optional[Dict[str, Any]] = Field(None, description="recipe keys to change, e.g. "
+                                                "'{projector: mlp2x_gelu}'")
+    judge: Optional[Dict[str, Any]] = Field(None, description="offline (default), or '{type: openai, model: "
+                                            "gpt-4-0314, base_url: URL, api_key_env: OPENAI_API_KEY}'")
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _overrides(cls, value):
+        return _mapping(value, "overrides")
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge(cls, value):
+        return _mapping(value, "judge", bare_key="type")
 
     @model_validator(mode="after")
     def _recipe_and_judge(self):
@@ -112,3 +151,29 @@ class LlavaBench(Task):
         discard = [Path(stage) / "checkpoints" for stage in stages.values()]
         return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds,
                           train_seconds=train_seconds, details=details, discard=discard)
+
+
+def _first(group, field: str):
+    values = group[field].dropna() if field in group else []
+    return values.iloc[0] if len(values) else None
+
+
+def _llava_incomparable(group: Any, ref: Optional[Any]) -> Optional[str]:
+    """Table 3 compares only GPT-4-judged LLaVA-Bench runs of the paper's variant (COCO)."""
+    reasons = []
+    comparable = _first(group, "provenance.task_details.judge_comparable_to_paper")
+    if comparable is not None and not bool(comparable):
+        reasons.append(f"judged by {_first(group, 'provenance.task_details.judge')}, not GPT-4")
+    variant = _first(group, "provenance.task_details.variant") or "in-the-wild"
+    if ref is not None and variant != ref.get("variant"):
+        reasons.append(f"ran LLaVA-Bench ({variant}) where the paper ran LLaVA-Bench ({ref.get('variant')})")
+    return "; ".join(reasons) or None
+
+
+register_table(TableSpec(
+    3, "Table 3: LLaVA-Bench (frozen encoder), relative score (%)", "paper_table3.csv",
+    tuple((label, LlavaBench.name, ("llava-bench-coco", "llava-bench"), metric) for label, metric in (
+        ("Conversation", "conversation"), ("Detail", "detail"), ("Reasoning", "complex"), ("Overall", "overall"),
+        ("Variant", "provenance.task_details.variant"), ("Judge", "provenance.task_details.judge"))),
+    incomparable=_llava_incomparable,
+))

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from utabench.core.distributed import StridedBatchSampler, gather_rows
 from utabench.core.errors import NotApplicable
 from utabench.core.registry import TASKS
+from utabench.core.tablespec import TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
@@ -57,3 +58,10 @@ class Retrieval(Task):
         metrics = {f"text_r{k}": text_r[k] for k in KS} | {f"image_r{k}": image_r[k] for k in KS}
         return TaskOutput(metrics=metrics, num_images=len(kept), skipped_images=feats.skipped(len(images)),
                           model_seconds=feats.seconds, details={"num_texts": len(texts)})
+
+
+register_table(TableSpec(
+    2, "Table 2: zero-shot retrieval, recall (%)", "paper_table2.csv",
+    tuple((f"{ds} {side} R@{k}", Retrieval.name, (ds.lower(),), f"{side}_r{k}") for side in ("text", "image")
+          for ds in ("Flickr30k", "COCO") for k in KS),
+))

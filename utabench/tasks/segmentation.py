@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
+from utabench.core.tablespec import TableSpec, register_table
 from utabench.tasks.dense import DenseTask
 
 
@@ -25,3 +26,11 @@ class Segmentation(DenseTask):
                 "level would not sit on whole pixels; set the backbone's `patch_size` (e.g. 16, which converts the "
                 "checkpoint) or use a recipe made for this patch size"
             )
+
+
+register_table(TableSpec(
+    4, "Table 4: zero-shot ImageNet top-1 (%) and ADE20K segmentation mIoU (%, UperNet)", "paper_table4.csv",
+    (("IN-1K ZS", "zeroshot-classification", ("imagenet",), "top1"),
+     ("ADE20K mIoU", Segmentation.name, ("ade20k",), "mIoU")),
+    rows_from=Segmentation.name,
+))

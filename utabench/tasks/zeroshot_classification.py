@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from utabench.core.errors import NotApplicable
 from utabench.core.registry import TASKS
+from utabench.core.tablespec import TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
@@ -35,3 +36,12 @@ class ZeroShotClassification(Task):
             model_seconds=feats.seconds,
             details={"num_classes": len(data.classnames), "num_templates": len(data.templates)},
         )
+
+
+register_table(TableSpec(
+    1, "Table 1: zero-shot classification, top-1 (%)", "paper_table1.csv",
+    tuple((label, ZeroShotClassification.name, (dataset,), "top1") for label, dataset in (
+        ("IN-1K", "imagenet"), ("IN-A", "imagenet-a"), ("IN-R", "imagenet-r"), ("IN-V2", "imagenet-v2"),
+        ("IN-S", "imagenet-sketch"), ("ObjectNet", "objectnet"))),
+    average=True,
+))

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from utabench.datasets.llava import CATEGORIES
+from utabench.datasets.llava import CATEGORIES, VICUNA_SYSTEM
 from utabench.world.phrasing import join_phrases, where_in_image
 from utabench.world.scene import Scene, render
 
@@ -28,8 +28,7 @@ BRIEF_PROMPTS = ("Describe the image concisely.", "Give a brief description of t
                  "Render a clear and concise summary of the photo.", "What is in the photo?")
 DETAIL_PROMPTS = ("Describe the image in detail.", "Describe the following image.",
                   "What do you see happening in this image?")
-SYSTEM_WORDS = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT:")
+SYSTEM_WORDS = VICUNA_SYSTEM + " USER: ASSISTANT:"  # the tiny LLM's vocabulary covers LLaVA's conversations
 _SIZES = ("small", "medium", "large")
 
 

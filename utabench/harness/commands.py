@@ -1,0 +1,214 @@
+"""What each `utabench` command does, from its parsed arguments (`cli.py` parses them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from utabench.core.errors import UtabenchError
+
+DEFAULT_RESULTS = "utabench-results"
+
+
+def _device_type(device: str) -> str:
+    """cuda or cpu for a --device value (auto: cuda when torch sees one)."""
+    import torch
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir")
+
+
+def _settings(args, settings: dict) -> dict:
+    """The config's settings (already checked) overridden by the command line's, which are checked here."""
+    from utabench.core.schema import flag_name, validated_dict
+    from utabench.harness.config import Settings
+
+    given = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
+    if getattr(args, "skip_corrupt", False):
+        given["skip_corrupt"] = True
+    return {**settings, **validated_dict(Settings, given, "command line", name=flag_name)}
+
+
+def _context(args, settings: dict):
+    import torch
+
+    from utabench.core.context import RunContext, resolve_device
+    from utabench.core.distributed import init_distributed
+
+    settings = _settings(args, settings)
+    if settings.get("threads"):
+        torch.set_num_threads(int(settings["threads"]))
+    device = settings.get("device", "auto")
+    info = init_distributed(_device_type(device))
+    cache = settings.get("cache_dir") or os.environ.get("UTABENCH_CACHE") or Path.home() / ".cache" / "utabench"
+    return RunContext(
+        device=resolve_device(device, info), batch_size=int(settings.get("batch_size", 64)),
+        workers=int(settings.get("workers", 0)), precision=settings.get("precision", "fp32"), cache_dir=Path(cache),
+        skip_corrupt=bool(settings.get("skip_corrupt")),
+        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(), dist=info,
+    )
+
+
+def _parse_dataset(args) -> dict:
+    """The dataset entry the `run` flags describe (the task's and the dataset types' flags are made from their
+    schemas), checked against those schemas."""
+    from utabench.core.registry import TASKS
+    from utabench.harness.flags import schema_values
+
+    if ":" not in args.dataset:
+        raise UtabenchError(f"--dataset {args.dataset!r} must be type:DIR, e.g. imagenet:/data/imagenet")
+    type_, root = args.dataset.split(":", 1)
+    entry = {"type": type_, "root": root, "name": args.dataset_name or type_, **schema_values(args)}
+    return TASKS.get(args.task)().entry(entry, f"run {args.task} --dataset {args.dataset}")
+
+
+def _parse_backbone(args) -> dict:
+    """The backbone entry the `run` flags describe; `--option` values are checked against the family's options."""
+    from utabench.harness.config import check_backbone_entry
+    from utabench.harness.paper import parse_paper_option
+
+    entry = {"spec": args.backbone}
+    if args.checkpoint:
+        entry["checkpoint"] = args.checkpoint
+    if args.name:
+        entry["name"] = args.name
+    for option in args.option:
+        if "=" not in option:
+            raise UtabenchError(f"--option {option!r} must be KEY=VALUE, e.g. image_size=336")
+        key, value = option.split("=", 1)
+        if key in entry or key in ("paper", "pretrain", "options"):
+            raise UtabenchError(f"--option {key}=... is not an adapter option; use --{key} for it")
+        entry[key] = value
+    if args.paper:
+        entry["paper"] = parse_paper_option(args.paper)
+    return check_backbone_entry(entry, f"--backbone {args.backbone}")
+
+
+def cmd_list(args) -> int:
+    from utabench.core.registry import BACKBONES, DATASETS, TASKS
+    from utabench.core.tablespec import TABLES
+
+    for title, registry in (("backbone families", BACKBONES), ("tasks", TASKS), ("dataset types", DATASETS),
+                            ("tables", TABLES)):
+        print(f"{title}:")
+        for name, help_text in registry.describe():
+            print(f"  {name:26s} {help_text}")
+    return 0
+
+
+def _run(args, backbones, tasks, results: Path, ctx) -> int:
+    from utabench.harness.runner import plan_jobs, run_jobs
+
+    jobs = plan_jobs(backbones, tasks, results)
+    run_jobs(jobs, ctx, force=args.force, log=print if ctx.dist.is_main else (lambda _: None))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from utabench.core.io import check_writable_dir
+
+    backbone, dataset = _parse_backbone(args), _parse_dataset(args)
+    ctx = _context(args, {})
+    results = Path(args.results or DEFAULT_RESULTS)
+    check_writable_dir(results, "results directory", "pass --results DIR")
+    return _run(args, [backbone], {args.task: [dataset]}, results, ctx)
+
+
+def cmd_run_all(args) -> int:
+    from utabench.core.distributed import barrier
+    from utabench.core.io import check_writable_dir
+    from utabench.harness.config import load_config, substitute_world
+    from utabench.harness.store import load_results
+    from utabench.harness.tables import render
+    from utabench.pretrain.resolve import PretrainedResolver
+    from utabench.world import ensure_world, world_root
+
+    cfg = load_config(args.config)
+    ctx = _context(args, cfg.settings)
+    results = Path(args.results or cfg.results or DEFAULT_RESULTS)
+    check_writable_dir(results, "results directory", "pass --results DIR")
+    log = print if ctx.dist.is_main else (lambda _: None)
+    world = world_root(ctx.cache_dir, cfg.world) if cfg.world is not None else None
+    resolver = PretrainedResolver(ctx, world, log)
+    resolver.check(cfg.backbones)  # every pretraining config is read and checked before anything is generated
+    if world is not None:
+        if ctx.dist.is_main:
+            ensure_world(ctx.cache_dir, cfg.world)
+        barrier(ctx.dist)
+        ensure_world(ctx.cache_dir, cfg.world)
+        substitute_world(cfg, world)
+    backbones = resolver.resolve(cfg.backbones)
+    _run(args, backbones, cfg.tasks, results, ctx)
+    if ctx.dist.is_main:
+        print()
+        print(render(load_results(results), "markdown", with_paper=False))
+        print(f"records in {results}/; `utabench tables --results {results}` adds the published tables")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from utabench.harness.store import load_results
+    from utabench.harness.tables import render
+
+    if not Path(args.results).is_dir():
+        raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
+                            "or pass --results DIR")
+    sys.stdout.write(render(load_results(args.results), args.format, args.table, with_paper=not args.no_paper))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    """Pretrain from a config on its own: `{world}` paths name the embedded world (generated into the cache if
+    needed) and a `teacher: {pretrain: ...}` is trained into the cache first, as run-all does."""
+    from utabench.core.distributed import barrier
+    from utabench.pretrain.resolve import PretrainedResolver
+    from utabench.pretrain.run import pretrain
+    from utabench.world import ensure_world
+
+    ctx = _context(args, {})
+    log = print if ctx.dist.is_main else (lambda _: None)
+
+    def world():
+        if args.world:
+            return Path(args.world)
+        if ctx.dist.is_main:
+            ensure_world(ctx.cache_dir, {"seed": args.world_seed})
+        barrier(ctx.dist)
+        return ensure_world(ctx.cache_dir, {"seed": args.world_seed})
+
+    cfg = PretrainedResolver(ctx, None, log, world_factory=world).config_for(
+        {"pretrain": args.config, "objective": args.objective})
+    if args.workers is not None:
+        cfg["workers"] = int(_settings(args, {})["workers"])
+    meta = pretrain(cfg, Path(args.out), ctx.device, ctx.dist, progress=ctx.progress, resume=args.resume, log=log)
+    if ctx.dist.is_main:
+        entry = meta["backbone"]
+        print(f"done: {entry['checkpoint']} (backbone {entry['spec']}; use it as "
+              f"`--backbone {entry['spec']} --checkpoint {entry['checkpoint']}`)")
+    return 0
+
+
+def cmd_masks(args) -> int:
+    from utabench.pretrain.masking import (
+        MaskGenerator,
+        MaskSpec,
+        location_probability,
+        write_probability_png,
+    )
+
+    if args.samples < 1 or args.grid < 2:
+        raise UtabenchError("--samples must be >= 1 and --grid >= 2")
+    generator = MaskGenerator((args.grid, args.grid), MaskSpec(args.type, args.ratio, min_block=args.min_block))
+    prob = location_probability(generator, args.samples, args.seed)
+    write_probability_png(prob, Path(args.out))
+    print(f"{args.type} masks, ratio {args.ratio}, {args.grid}x{args.grid} grid, {args.samples} samples: "
+          f"location probability max {prob.max():.4f}, min {prob.min():.4f}, max/min {prob.max() / prob.min():.3f}; "
+          f"map written to {args.out}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": cmd_tables, "pretrain": cmd_pretrain,
+            "masks": cmd_masks}
