@@ -204,3 +204,29 @@ def test_a_job_being_run_elsewhere_is_skipped_and_a_dead_holder_is_taken_over(tm
     assert f'"pid": {pid}' in busy.with_suffix(".lock").read_text()  # left behind by the killed process
     assert _run_all(config, results, cache) == 0
     assert read_record(busy)["status"] == "complete" and not busy.with_suffix(".lock").exists()
+
+
+def test_task_options_under_the_task_and_the_earlier_layout(tmp_path, world, capsys):
+    """`tasks: {task: {options, backbones, datasets}}` merges the task's options into each dataset (an entry's own
+    `options:` win); options inline in a dataset entry, the earlier layout, are read with a deprecation note."""
+    from utabench.harness.config import load_config
+
+    ade = {"name": "ade20k", "type": "ade20k", "root": str(world / "ade20k")}
+    cfg = {"backbones": [{"name": "a", "spec": "uta:tiny"}, {"name": "b", "spec": "uta:tiny", "seed": 1}],
+           "tasks": {"segmentation": {"options": {"recipe": "upernet_world_ade20k", "iters": 5}, "backbones": ["a"],
+                                      "datasets": [ade, {**ade, "name": "ade-2", "options": {"iters": 7}}]}}}
+    path = tmp_path / "new.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_config(str(path))
+    first, second = loaded.tasks["segmentation"]
+    assert (first["recipe"], first["iters"], first["backbones"]) == ("upernet_world_ade20k", 5, ["a"])
+    assert second["iters"] == 7 and not loaded.notes
+    cfg["tasks"]["segmentation"] = [{**ade, "recipe": "upernet_world_ade20k"}]
+    path.write_text(yaml.safe_dump(cfg))
+    old = load_config(str(path))
+    assert old.tasks["segmentation"][0]["recipe"] == "upernet_world_ade20k"
+    assert len(old.notes) == 1 and "task options inside a dataset entry (recipe) are deprecated" in old.notes[0]
+    cfg["tasks"]["segmentation"] = {"options": {"iter": 5}, "datasets": [ade]}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run-all", "--config", str(path), "--results", str(tmp_path / "r")]) == 2
+    assert "tasks.segmentation.options: unknown key 'iter'; did you mean 'iters'?" in capsys.readouterr().err

@@ -128,6 +128,8 @@ def cmd_run_all(args) -> int:
 
     cfg = load_config(args.config)
     ctx = _context(args, cfg.settings)
+    for note in cfg.notes if ctx.dist.is_main else ():
+        print(f"utabench: note: {note}", file=sys.stderr)
     results = Path(args.results or cfg.results or DEFAULT_RESULTS)
     check_writable_dir(results, "results directory", "pass --results DIR")
     log = print if ctx.dist.is_main else (lambda _: None)

@@ -7,16 +7,22 @@
       - {name: uta-b16, spec: "uta:B-16", checkpoint: ${CKPT}/uta_b16.pt, paper: {method: UTA, model: B/16@224, pairs: 2B}}
     tasks:
       zeroshot-classification:
-        - {name: imagenet-1k, type: imagenet, root: ${DATA}/imagenet}
-      retrieval:
-        - {name: flickr30k, type: flickr30k, root: ${DATA}/flickr30k}
+        datasets:
+          - {name: imagenet-1k, type: imagenet, root: ${DATA}/imagenet}
+      detection:
+        options: {iters: 30000}           # the task's options (its schema: `utabench run detection --help`)
+        backbones: [uta-b16]              # optional: the backbones this task runs for (default: all)
+        datasets:
+          - {name: coco, type: coco, root: ${DATA}/coco, options: {recipe: cascade_mask_rcnn_vit_b_coco}}
 
-`${VAR}` is taken from the environment; an unset variable is an error naming it.
+A task may also be a plain list of dataset entries (the earlier layout); task options written inside a dataset
+entry are still read, with a deprecation note. `${VAR}` is taken from the environment; an unset variable is an error
+naming it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
@@ -44,8 +50,9 @@ class RunConfig:
     results: Optional[str]
     settings: Dict[str, Any]
     backbones: List[Dict[str, Any]]
-    tasks: Dict[str, List[Dict[str, Any]]]
+    tasks: Dict[str, List[Dict[str, Any]]]  # each dataset entry with its task's options merged in
     world: Optional[Dict[str, Any]] = None
+    notes: List[str] = field(default_factory=list)  # deprecations to tell the user
 
 
 class Settings(Schema):
@@ -77,12 +84,21 @@ class WorldConfig(Schema):
         return counts
 
 
+class TaskSection(Schema):
+    """`tasks: {detection: {options: {...}, datasets: [...]}}`: the task's options (checked against the task's
+    schema), its datasets (each may give its own `options:`), and optionally the backbones it runs for."""
+
+    options: Dict[str, Any] = {}
+    datasets: List[Dict[str, Any]]
+    backbones: Optional[List[str]] = None
+
+
 class RunConfigFile(Schema):
     results: Optional[str] = None
     settings: Optional[Settings] = None
     world: Optional[WorldConfig] = None
     backbones: List[Union[str, Dict[str, Any]]]
-    tasks: Dict[str, List[Dict[str, Any]]]
+    tasks: Dict[str, Union[TaskSection, List[Dict[str, Any]]]]  # a list: the earlier layout, datasets only
 
 
 def check_backbone_entry(entry: Any, where: str) -> Any:
@@ -103,7 +119,6 @@ def _backbone_key(entry: Any) -> str:
 def load_config(path: Optional[str] = None) -> RunConfig:
     """Read and check a run config: every key of every level is known, every value has its type and range, every
     dataset entry fits its task and type. Nothing is generated, trained or written before this passes."""
-    from utabench.core.registry import TASKS
 
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
     raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
@@ -115,22 +130,43 @@ def load_config(path: Optional[str] = None) -> RunConfig:
     backbones = [check_backbone_entry(entry, f"config {source}: backbones[{i}] ({_backbone_key(entry)})")
                  for i, entry in enumerate(cfg.backbones)]
     names = [_backbone_key(entry) for entry in backbones]
-    tasks = {}
-    for task, datasets in cfg.tasks.items():
-        runner = TASKS.get(task)()
-        tasks[task] = []
-        for i, entry in enumerate(datasets):
-            where = f"config {source}: tasks.{task}[{i}]"
-            entry = runner.entry(entry, where)
-            unknown = [b for b in entry.get("backbones", []) if b not in names]
-            if unknown:
-                raise UtabenchError(f"{where}: `backbones` names {unknown[0]!r}, which is not a backbone of this "
-                                    f"config (backbones: {', '.join(names)})")
-            tasks[task].append(entry)
+    notes: List[str] = []
+    tasks = {task: _task_entries(task, section, f"config {source}: tasks.{task}", names, notes)
+             for task, section in cfg.tasks.items()}
     settings = cfg.settings.model_dump(exclude_unset=True) if cfg.settings else {}
     world = cfg.world.model_dump(exclude_unset=True) if cfg.world else None
     return RunConfig(source=str(source), results=cfg.results, settings=settings, backbones=backbones, tasks=tasks,
-                     world=world)
+                     world=world, notes=notes)
+
+
+def _task_entries(task: str, section: Union[TaskSection, List[Dict[str, Any]]], where: str, names: List[str],
+                  notes: List[str]) -> List[Dict[str, Any]]:
+    """A task's dataset entries, each checked, with the task's options merged in (the entry's own `options:` win;
+    options written inline in an entry, the earlier layout, are read with a deprecation note)."""
+    from utabench.core.registry import TASKS
+
+    runner = TASKS.get(task)()
+    if isinstance(section, list):
+        section = TaskSection(datasets=section)
+    validated_dict(runner.options, section.options, f"{where}.options")  # an unknown task option fails here
+    entries = []
+    for i, dataset in enumerate(section.datasets):
+        here = f"{where}.datasets[{i}]" if section.options or section.backbones else f"{where}[{i}]"
+        dataset = dict(dataset)
+        own = dataset.pop("options", None) or {}
+        inline = [key for key in dataset if key in runner.options.keys()]
+        if inline:
+            notes.append(f"{here}: task options inside a dataset entry ({', '.join(inline)}) are deprecated; put "
+                         f"them under tasks.{task}.options or the entry's `options:`")
+        if section.backbones is not None:
+            dataset.setdefault("backbones", section.backbones)
+        entry = runner.entry({**section.options, **own, **dataset}, here)
+        unknown = [b for b in entry.get("backbones", []) if b not in names]
+        if unknown:
+            raise UtabenchError(f"{here}: `backbones` names {unknown[0]!r}, which is not a backbone of this config "
+                                f"(backbones: {', '.join(names)})")
+        entries.append(entry)
+    return entries
 
 
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:
