@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utabench.datasets.fingerprint import fingerprint
+from utabench.core.fingerprint import fingerprint
 
 
 def make_folder(root: Path, files: int, mean_kb: int, seed: int = 0) -> None:

@@ -11,11 +11,7 @@ from PIL import Image
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.datasets.images import ImageList
-from utabench.datasets.vocab import (
-    imagenet_subset_wnids,
-    imagenet_wnids,
-    openai_imagenet_classnames,
-)
+from utabench.datasets.vocab import imagenet_subset_wnids, imagenet_wnids, openai_imagenet_classnames
 
 
 def _image(path, color=(200, 10, 10)):
@@ -119,7 +115,7 @@ def test_fingerprint_reads_contents_and_caches_them(world, tmp_path, monkeypatch
     again (their hashes are cached by path, size and modification time)."""
     import shutil
 
-    from utabench.datasets import fingerprint as fp
+    from utabench.core import fingerprint as fp
 
     root = tmp_path / "sketch"
     shutil.copytree(world / "imagenet-sketch", root)

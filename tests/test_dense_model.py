@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import utabench.dense  # noqa: F401  (registers the modules)
 from utabench.backbones.factory import build_backbone
 from utabench.dense.federated_loss import FederatedSigmoidLoss
-from utabench.dense.patch_size import convert_patch_size, resize_patch_kernel
+from utabench.dense.patch_size import convert_trunk_patch_size, resize_patch_kernel
 from utabench.dense.vit import UtabenchViT
 
 RECIPES = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "dense"
@@ -95,13 +94,15 @@ def test_patch_14_to_16_conversion():
     resized = resize_patch_kernel(kernel, 16)
     assert resized.shape == (4, 3, 16, 16)
     torch.testing.assert_close(resized, torch.ones_like(resized))  # bicubic keeps a constant kernel constant
-    state = {"visual.patch_embed.proj.weight": torch.randn(8, 3, 14, 14), "visual.pos_embed": torch.randn(1, 1 + 256, 8),
-             "visual.rope.freqs_cos": torch.randn(256, 4), "visual.cls_token": torch.randn(1, 1, 8)}
-    out = convert_patch_size(state, 16, 224)
-    assert out["visual.patch_embed.proj.weight"].shape == (8, 3, 16, 16)
-    assert out["visual.pos_embed"].shape == (1, 1 + 196, 8)
-    torch.testing.assert_close(out["visual.pos_embed"][:, 0], state["visual.pos_embed"][:, 0])
-    assert "visual.rope.freqs_cos" not in out and "visual.cls_token" in out
+    dense = UtabenchViT("uta:B-14").eval()  # patch 14 at 224: a 16 x 16 grid
+    before = dense.trunk.pos_embed.detach().clone()
+    convert_trunk_patch_size(dense.trunk, 16)
+    assert dense.trunk.proj.weight.shape == (768, 3, 16, 16) and dense.trunk.pos_embed.shape == (1, 14, 14, 768)
+    ramp = torch.linspace(0, 1, 16)[None, :, None, None].expand(1, 16, 16, 768)  # a smooth grid stays smooth
+    from utabench.dense.trunks import resize_grid
+
+    torch.testing.assert_close(resize_grid(ramp, (14, 14))[0, :, 0, 0], torch.linspace(0, 1, 14), atol=0.03, rtol=0)
+    assert not torch.equal(before[:, :14, :14], dense.trunk.pos_embed.detach())
 
 
 def test_dense_vit_converts_its_patch_size():
@@ -218,19 +219,32 @@ def test_test_images_reach_the_backbone_on_the_training_grid(world, tmp_path):
     assert seen == [(16, 16)] and 1024 // vit.patch_size == 64
 
 
+def _bce_by_hand(x: float, positive: bool) -> float:
+    """Binary cross-entropy of one logit, written out: -log(sigmoid(x)) or -log(1 - sigmoid(x))."""
+    import math
+
+    return math.log1p(math.exp(-x)) if positive else math.log1p(math.exp(x))
+
+
 def test_federated_loss_scores_ground_truth_and_sampled_classes():
+    """The expectation is written out by hand: the mean over RoIs of the summed binary cross-entropies of the scored
+    classes only (ground truth classes, then frequency-sampled ones; a class never seen is never sampled)."""
+    scores = torch.tensor([[2.0, -1.0, 0.5, 0.0, 1.5, -2.0], [-0.5, 1.0, -1.5, 2.5, 0.0, 0.3],
+                           [0.2, 0.4, -0.6, 0.8, -1.0, 1.2]])
+    labels = torch.tensor([1, 3, 6])  # RoIs of classes 1 and 3, and one background RoI (label 6)
+
+    def by_hand(classes):
+        total = sum(_bce_by_hand(float(scores[r, c]), int(labels[r]) == c) for r in range(3) for c in classes)
+        return torch.tensor(total / 3)
+
+    only_present = FederatedSigmoidLoss(num_classes=6, class_image_counts=[100, 50, 10, 5, 1, 0], num_sampled=2)
+    assert sorted(only_present.scored_classes(labels).tolist()) == [1, 3]  # enough classes present: none sampled
+    torch.testing.assert_close(only_present(scores, labels), by_hand([1, 3]))
+    all_seen = FederatedSigmoidLoss(num_classes=6, class_image_counts=[100, 50, 10, 5, 1, 0], num_sampled=6)
+    assert sorted(all_seen.scored_classes(labels).tolist()) == [0, 1, 2, 3, 4]  # class 5 has no images
+    torch.testing.assert_close(all_seen(scores, labels), by_hand([0, 1, 2, 3, 4]))
     torch.manual_seed(0)
-    loss = FederatedSigmoidLoss(num_classes=6, class_image_counts=[100, 50, 10, 5, 1, 0], num_sampled=3)
-    labels = torch.tensor([1, 1, 6, 6])  # 6 = background
-    classes = loss.scored_classes(labels)
-    assert 1 in classes.tolist() and len(classes) == 3 and 5 not in classes.tolist()  # count 0 is never sampled
-    scores = torch.randn(4, 6)
-    torch.manual_seed(1)
-    value = loss(scores, labels)
-    torch.manual_seed(1)
-    mask = torch.zeros(6)
-    mask[loss.scored_classes(labels)] = 1
-    target = F.one_hot(labels, 7)[:, :6].float()
-    expected = (F.binary_cross_entropy_with_logits(scores, target, reduction="none") * mask).sum() / 4
-    torch.testing.assert_close(value, expected)
-    assert loss.get_activation(scores).shape == (4, 7)
+    sampled = FederatedSigmoidLoss(num_classes=6, class_image_counts=[100, 50, 10, 5, 1, 0], num_sampled=3)
+    classes = sampled.scored_classes(labels).tolist()
+    assert len(classes) == 3 and {1, 3} <= set(classes) and 5 not in classes
+    assert sampled.get_activation(scores).shape == (3, 7)

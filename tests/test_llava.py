@@ -26,20 +26,9 @@ from utabench.harness.cli import main
 from utabench.llava.bench import review_answers
 from utabench.llava.conversation import IGNORE_INDEX, encode
 from utabench.llava.encoder import EncoderSpec
-from utabench.llava.judge import (
-    OfflineJudge,
-    OpenAIJudge,
-    make_judge,
-    parse_score,
-    summarize,
-)
+from utabench.llava.judge import OfflineJudge, OpenAIJudge, make_judge, parse_score, summarize
 from utabench.llava.model import build, load_tokenizer
-from utabench.llava.pipeline import (
-    load_finetuned,
-    load_recipe,
-    stage_config,
-    train_stage,
-)
+from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage
 from utabench.llava.projector import build_projector, load_projector
 
 TINY = {"stage1": {"optim": {"batch_size": 4, "epochs": 1, "warmup_steps": 1}},

@@ -82,7 +82,7 @@ def test_checkpoint_hash_in_record(tmp_path, world):
                  str(world / "classes.json"), "--results", str(results), "--cache-dir", str(tmp_path / "c")]) == 0
     record = json.loads(record_path(results, "clip:utabench-clip-tiny", "zeroshot-classification",
                                     "imagenet-sketch").read_text())
-    from utabench.core.checkpoint import sha256_file
+    from utabench.core.fingerprint import file_sha256 as sha256_file
 
     assert record["provenance"]["checkpoint_sha256"] == sha256_file(path)
 

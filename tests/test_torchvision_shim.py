@@ -31,7 +31,24 @@ def test_nms_matches_greedy_reference():
                                       for k in _greedy(boxes[groups == c], scores[groups == c], 0.5)])
 
 
-def test_install_is_idempotent():
+def test_the_shims_own_kernel_matches_greedy_suppression():
+    """The shim's kernel itself (torchvision.ops.nms above may be torchvision's own where its ops load)."""
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(50, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 4 + torch.rand(50, 2, generator=g) * 16], dim=1)
+    scores = torch.rand(50, generator=g)
+    for threshold in (0.2, 0.5, 0.8):
+        assert torchvision_shim._nms_cpu(boxes, scores, threshold).tolist() == _greedy(boxes, scores, threshold)
+    assert torchvision_shim._nms_cpu(boxes[:0], scores[:0], 0.5).numel() == 0
+
+
+def test_install_defines_the_ops_once():
+    """A second install must not define the op schemas again (torch refuses that); where the shim is in use the
+    registered op is its kernel."""
+    installed = torchvision_shim._library is not None  # set when `import utabench` installed it (conftest)
+    assert torchvision_shim.install() is installed and torchvision_shim.install() is installed
     assert hasattr(torch.ops.torchvision, "nms")
-    first = torchvision_shim.install()
-    assert torchvision_shim.install() == first
+    if installed:
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [20.0, 20.0, 30.0, 30.0]])
+        scores = torch.tensor([0.9, 0.8, 0.7])
+        assert torch.ops.torchvision.nms(boxes, scores, 0.5).tolist() == [0, 2]

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,15 +65,13 @@ def test_pretraining_data_layouts(world):
 def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     """The full embedded default: random-init backbones, the world CLIP teacher and its four students. The UTA
     student reaches >= 90% of the teacher's zero-shot top-1 from images alone; the MIM student stays far below it.
-    The UTA student's detection and segmentation fine-tuning (at most 4 minutes of the run) ends clearly above the
-    same recipes from a randomly initialised backbone (`world-dense-random.yaml`, run into the same results).
-    LLaVA is trained and scored on LLaVA-Bench for every backbone (at most 3 minutes of the run), offline judge."""
+    The UTA student's detection and segmentation fine-tuning ends clearly above the same recipes from a randomly
+    initialised backbone (`world-dense-random.yaml`, run into the same results). LLaVA is trained and scored on
+    LLaVA-Bench for every backbone, offline judge. (How long it takes is measured, not tested: the README.)"""
     env = {**os.environ, "UTABENCH_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "utabench.harness.cli", "run-all", "--threads", "2", "--results"]
     results = tmp_path / "r"
-    start = time.perf_counter()
     run = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=2400)
-    seconds = time.perf_counter() - start
     assert run.returncode == 0, run.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in results.glob("*/*/*.json")]  # not the fine-tuning work dirs
     assert len(records) == 9 * 9 + 3  # 9 backbones x (6 classification + 2 retrieval sets + LLaVA-Bench), 3 dense
@@ -87,15 +84,11 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     assert top1["world-clip-teacher"] >= 20.0  # chance is 10%
     assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
     assert top1["uta-student"] > top1["mim-student"] + 5
-    dense_seconds = sum(r["provenance"]["wall_seconds"] for r in records if r["task"] in ("detection", "segmentation"))
-    assert dense_seconds < 300  # the budget is 240 s; measured 171-237 s here, the rest is for slower machines
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 9 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
     assert all(0 < r["metrics"]["overall"] <= 100 and r["metrics"]["parse_failures"] == 0 for r in llava)
-    assert sum(r["provenance"]["wall_seconds"] for r in llava) < 180
     for table in ("### Table 1", "### Table 2", "### Table 3", "### Table 4", "### Table 5", "### Table 6"):
         assert table in run.stdout
-    assert seconds < 1800  # measured about 1270 s on a 2-core AMD EPYC machine
     again = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "] pretraining " not in again.stdout  # the teacher and students are cached
     baseline = subprocess.run(command + [str(results), "--config", str(CONFIGS / "world-dense-random.yaml")],

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
-from utabench.core.errors import NotApplicable
+from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.schema import Schema
 
 
@@ -68,6 +68,13 @@ class Backbone(nn.Module):
 
     def image_transform(self) -> Callable:
         raise NotImplementedError
+
+    def normalisation(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """The mean and std of the eval transform's Normalize step (what a recipe that feeds its own pixels uses)."""
+        for step in getattr(self.image_transform(), "transforms", []):
+            if hasattr(step, "mean") and hasattr(step, "std"):
+                return tuple(float(m) for m in step.mean), tuple(float(s) for s in step.std)
+        raise UtabenchError(f"{self.spec.key}: its image transform has no Normalize step to take mean/std from")
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         raise NotApplicable(f"{self.spec.key} has no joint image-text embedding (image-only encoder)")

@@ -14,7 +14,6 @@ added to open_clip's registry.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -23,35 +22,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import open_clip
 import torch
 
-from utabench.backbones.base import (
-    Backbone,
-    BackboneInfo,
-    BackboneSpec,
-    ImageOptions,
-    count_params,
-    resolve_blocks,
-)
-from utabench.core.checkpoint import (
-    is_torchscript,
-    load_strict,
-    read_state_dict,
-    sha256_file,
-)
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
+from utabench.core.checkpoint import is_torchscript, load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
+from utabench.core.fingerprint import file_sha256
+from utabench.core.logs import quiet
 from utabench.core.registry import BACKBONES
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs" / "open_clip")
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 class ClipOptions(ImageOptions):
@@ -119,11 +97,7 @@ def _from_eva_clip(state: Dict[str, torch.Tensor], model: torch.nn.Module) -> Di
 
 def load_open_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Read a checkpoint without unpickling objects and load it strictly, the way open_clip converts it."""
-    from open_clip.factory import (
-        convert_state_dict,
-        resize_pos_embed,
-        resize_text_pos_embed,
-    )
+    from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
     from open_clip.model import convert_to_custom_text_state_dict
 
     state = read_state_dict(path)
@@ -157,7 +131,7 @@ class OpenClipBackbone(Backbone):
         quick_gelu = spec.options.get("quick_gelu")
         if quick_gelu is None and weights is not None:  # OpenAI's releases, and hub configs that say so
             quick_gelu = is_torchscript(weights) or bool((hub or {}).get("model_cfg", {}).get("quick_gelu"))
-        with _quiet_root_logger():  # open_clip warns on every random init, which is what no checkpoint means
+        with quiet("", level=logging.ERROR):  # open_clip warns on every random init, which is what no checkpoint means
             self.model, _, self._preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=None, force_image_size=image_size, force_quick_gelu=bool(quick_gelu)
             )
@@ -186,7 +160,7 @@ class OpenClipBackbone(Backbone):
             embed_dim=int(open_clip.get_model_config(spec.model)["embed_dim"]),
             num_prefix_tokens=prefix, has_text=True,
             weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
-            weights_sha256=sha256_file(weights) if weights is not None else None,
+            weights_sha256=file_sha256(weights) if weights is not None else None,
         )
 
     def image_transform(self) -> Callable:

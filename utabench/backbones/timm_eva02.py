@@ -13,16 +13,11 @@ import open_clip
 import timm
 import torch
 
-from utabench.backbones.base import (
-    Backbone,
-    BackboneInfo,
-    BackboneSpec,
-    count_params,
-    resolve_blocks,
-)
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
 from utabench.backbones.openclip import ClipOptions, OpenClipBackbone
-from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
+from utabench.core.fingerprint import file_sha256
 from utabench.core.registry import BACKBONES
 
 
@@ -51,7 +46,7 @@ class TimmImageBackbone(Backbone):
             width=self.trunk.embed_dim, depth=len(self.trunk.blocks), embed_dim=None,
             num_prefix_tokens=self.trunk.num_prefix_tokens, has_text=False,
             weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
-            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+            weights_sha256=file_sha256(spec.checkpoint) if spec.checkpoint else None,
         )
 
     def image_transform(self) -> Callable:

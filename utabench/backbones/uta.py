@@ -22,17 +22,11 @@ from open_clip.transform import image_transform
 from pydantic import field_validator
 from timm.models.eva import Eva
 
-from utabench.backbones.base import (
-    Backbone,
-    BackboneInfo,
-    BackboneSpec,
-    ImageOptions,
-    count_params,
-    resolve_blocks,
-)
+from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
-from utabench.core.checkpoint import load_strict, read_state_dict, sha256_file
+from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
+from utabench.core.fingerprint import file_sha256
 from utabench.core.registry import BACKBONES
 
 CONFIG_DIR = Path(__file__).parent / "model_configs" / "uta"
@@ -126,7 +120,7 @@ class UtaBackbone(Backbone):
             width=vision["width"], depth=vision["depth"], embed_dim=cfg["embed_dim"], num_prefix_tokens=1,
             has_text=has_text,
             weights=spec.checkpoint or f"random-init(seed={spec.options.get('seed', 0)})",
-            weights_sha256=sha256_file(spec.checkpoint) if spec.checkpoint else None,
+            weights_sha256=file_sha256(spec.checkpoint) if spec.checkpoint else None,
         )
 
     def image_transform(self) -> Callable:

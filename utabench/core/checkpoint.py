@@ -14,7 +14,6 @@ Also the strict-load helper that turns missing / unexpected keys into one readab
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 import zipfile
@@ -119,14 +118,6 @@ def read_torchscript_state(path: str | Path) -> Dict[str, torch.Tensor]:
     if not state:
         raise UtabenchError(f"checkpoint {path} is a TorchScript archive without tensors")
     return state
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tensor]:

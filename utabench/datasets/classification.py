@@ -11,20 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from pydantic import Field
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
-from utabench.datasets.images import list_images
-from utabench.datasets.vocab import (
-    imagenet_class_index,
-    imagenet_subset_wnids,
-    read_classnames,
-    read_templates,
-)
+from utabench.datasets.images import dataset_root, list_images
+from utabench.datasets.vocab import imagenet_class_index, imagenet_subset_wnids, read_classnames, read_templates
 
 TEMPLATES = Field(None, description="prompt templates with {c}: a JSON list or one per line (default: OpenAI's 80)")
 
@@ -52,21 +47,11 @@ class ClassificationSet:
     classnames: List[str]
     templates: List[str]
     extra: bytes = b""  # what else the results depend on (mapping files), for the fingerprint
-    fingerprint: str = ""  # filled by the runner from `files` and `extra` (datasets/fingerprint.py)
+    fingerprint: str = ""  # filled by the runner from `files` and `extra` (core/fingerprint.py)
 
     @property
     def files(self) -> List[Path]:
         return [path for path, _ in self.samples]
-
-
-def _root(cfg: Dict[str, Any], layout: str) -> Path:
-    root = cfg.get("root")
-    if not root:
-        raise UtabenchError(f"dataset {cfg.get('name', cfg.get('type'))!r} needs a `root` directory ({layout})")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UtabenchError(f"dataset root {root} does not exist; expected {layout}")
-    return root
 
 
 def _first_existing(root: Path, candidates) -> Path:
@@ -105,7 +90,7 @@ def _build(cfg, type_, root, samples, classnames, extra: bytes = b"") -> Classif
 
 def _wnid_dataset(cfg, type_: str, layout: str, subdirs=(), subset: Optional[str] = None) -> ClassificationSet:
     """ImageNet-style wnid folders. `subset` ('a'/'r'): the label space is the dataset's 200 wnids."""
-    root = _first_existing(_root(cfg, layout), subdirs)
+    root = _first_existing(dataset_root(cfg.get("root"), layout), subdirs)
     wnids, names = imagenet_class_index(cfg.get("classes"))
     index = {w: i for i, w in enumerate(wnids)}
     folders = _class_folders(root, layout)
@@ -154,7 +139,7 @@ def imagenet_r(cfg):
 @DATASETS.register("imagenet-v2", help="ImageNet-V2 matched-frequency: ROOT/<0..999>/*.jpeg", schema=ImageNetEntry)
 def imagenet_v2(cfg):
     layout = "ROOT/<class index 0..999>/*.jpeg (imagenetv2-matched-frequency-format-val)"
-    root = _first_existing(_root(cfg, layout), ("imagenetv2-matched-frequency-format-val",))
+    root = _first_existing(dataset_root(cfg.get("root"), layout), ("imagenetv2-matched-frequency-format-val",))
     _, names = imagenet_class_index(cfg.get("classes"))
     folders = _class_folders(root, layout)
     if not all(f.isdigit() and int(f) < len(names) for f in folders):
@@ -168,7 +153,7 @@ def imagenet_v2(cfg):
 def objectnet(cfg):
     layout = ("ROOT/objectnet-1.0/images/<folder>/*.png and ROOT/objectnet-1.0/mappings/"
               "{folder_to_objectnet_label.json, objectnet_to_imagenet_1k.json}")
-    root = _first_existing(_root(cfg, layout), ("objectnet-1.0",))
+    root = _first_existing(dataset_root(cfg.get("root"), layout), ("objectnet-1.0",))
     mappings, images = root / "mappings", root / "images"
     files = [mappings / "folder_to_objectnet_label.json", mappings / "objectnet_to_imagenet_1k.json"]
     if not images.is_dir() or not all(f.is_file() for f in files):
@@ -197,7 +182,7 @@ def objectnet(cfg):
                    schema=ImageFolderEntry)
 def imagefolder(cfg):
     layout = "ROOT/<class name>/<images>"
-    root = _root(cfg, layout)
+    root = dataset_root(cfg.get("root"), layout)
     folders = _class_folders(root, layout)
     if cfg.get("classnames"):
         names = read_classnames(cfg["classnames"], folders)

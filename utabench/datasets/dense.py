@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
+from utabench.datasets.images import dataset_root
 
 
 @dataclass
@@ -26,21 +27,13 @@ class DenseSet:
     type: str
     root: Path
     classes: List[str]
-    train_ann: Optional[Path]  # None when only evaluating
     val_ann: Optional[Path]
     num_val_images: int
     files: List[Path] = field(default_factory=list)  # annotation files and evaluation images, for the fingerprint
     options: Dict[str, Any] = field(default_factory=dict)  # the task's keys of the dataset entry (recipe, ...)
     class_image_counts: Optional[List[int]] = None
     extra: bytes = b""
-    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
-
-
-def _root(cfg: Dict[str, Any], layout: str) -> Path:
-    root = cfg.get("root")
-    if not root or not Path(root).expanduser().is_dir():
-        raise UtabenchError(f"dataset root {root} does not exist; expected {layout}")
-    return Path(root).expanduser()
+    fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
 
 
 def _need(path: Path, layout: str) -> Path:
@@ -76,7 +69,7 @@ def _image_path(root: Path, entry: Dict[str, Any], kind: str, ann: Path, layout:
 
 
 def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: str) -> DenseSet:
-    root = _root(cfg, layout)
+    root = dataset_root(cfg.get("root"), layout)
     eval_only = bool(cfg.get("eval_only"))
     anns = {split: (_need(root / rel, layout) if split == "val" or not eval_only else None)
             for split, rel in files.items()}
@@ -95,7 +88,7 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
     files = [path for path in anns.values() if path is not None]
     files += [_image_path(root, entry, kind, anns["val"], layout) for entry in val_images]
     return DenseSet(name=cfg.get("name", kind), type=cfg["type"], root=root,
-                    classes=[c["name"] for c in val_categories], train_ann=anns["train"], val_ann=anns["val"],
+                    classes=[c["name"] for c in val_categories], val_ann=anns["val"],
                     num_val_images=len(val_images), files=files, options=dict(cfg), class_image_counts=counts)
 
 
@@ -136,7 +129,7 @@ def _ade_classes(root: Path) -> List[str]:
 @DATASETS.register("ade20k", help="ADE20K (ADEChallengeData2016): ROOT/images/{training,validation}/ + ROOT/annotations/...")
 def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
     layout = "ROOT/images/{training,validation}/*.jpg and ROOT/annotations/{training,validation}/*.png"
-    root = _root(cfg, layout)
+    root = dataset_root(cfg.get("root"), layout)
     splits = ("validation",) if cfg.get("eval_only") else ("training", "validation")
     stems = {}
     for split in splits:
@@ -150,5 +143,5 @@ def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
     files = [root / folder / "validation" / f"{stem}{suffix}" for stem in stems["validation"]
              for folder, suffix in (("images", ".jpg"), ("annotations", ".png"))]
     return DenseSet(name=cfg.get("name", "ade20k"), type=cfg["type"], root=root, classes=_ade_classes(root),
-                    train_ann=None, val_ann=None, num_val_images=len(stems["validation"]), files=files,
+                    val_ann=None, num_val_images=len(stems["validation"]), files=files,
                     options=dict(cfg), extra="\n".join(stems.get("training", [])).encode())

@@ -60,3 +60,13 @@ def collate_skipping(batch):
     targets = torch.as_tensor([item[1] for item in kept])
     indices = torch.as_tensor([item[2] for item in kept])
     return images, targets, indices
+
+
+def dataset_root(root, layout: str, what: str = "dataset root") -> Path:
+    """The directory a dataset entry's `root` names; a missing one is an error that says which layout is expected."""
+    if not root:
+        raise UtabenchError(f"a dataset entry needs a `root` directory ({layout})")
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        raise UtabenchError(f"{what} {path} does not exist; expected {layout}")
+    return path

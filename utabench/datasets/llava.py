@@ -37,6 +37,7 @@ from utabench.core.errors import UtabenchError
 from utabench.core.io import read_jsonl
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
+from utabench.datasets.images import dataset_root
 
 CATEGORIES = ("conv", "detail", "complex")
 # the system prompt of LLaVA v1's `vicuna_v1` conversations (its training data and model_vqa.py answers)
@@ -99,17 +100,11 @@ def _rules(path: Path, keys) -> Dict[str, Dict[str, str]]:
     return rules
 
 
-def _root(root: str | Path, layout: str) -> Path:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UtabenchError(f"LLaVA-Bench root {root} does not exist; expected {layout}")
-    return root
-
-
 def read_bench(root: str | Path, rule: str | Path | None = None) -> BenchFiles:
     """LLaVA-Bench (In-the-Wild)."""
-    root = _root(root, "questions.jsonl, context.jsonl, answers_gpt4.jsonl, rule.json and images/ "
-                       "(LLaVA-Bench In-the-Wild)")
+    root = dataset_root(root, "questions.jsonl, context.jsonl, answers_gpt4.jsonl, rule.json and images/ "
+                       "(LLaVA-Bench In-the-Wild)", "LLaVA-Bench root")
+
     def find(name: str) -> Optional[Path]:
         return (root / "images" / name) if (root / "images" / name).is_file() else None
 
@@ -133,7 +128,7 @@ def read_bench_coco(root: str | Path, rule: str | Path | None = None, images: st
     """LLaVA-Bench (COCO)."""
     layout = (f"{', '.join(v for k, v in COCO_FILES.items() if k != 'images')} and the COCO val2014 images in "
               "val2014/ (LLaVA-Bench COCO, from LLaVA's repository)")
-    root = _root(root, layout)
+    root = dataset_root(root, layout, "LLaVA-Bench root")
     folder = Path(images).expanduser() if images else root / COCO_FILES["images"]
     if not folder.is_dir():
         raise UtabenchError(f"COCO val2014 image folder {folder} does not exist; expected {layout}")
@@ -182,7 +177,7 @@ class LlavaBenchSet:
     files: List[Path]  # the bench's json files and images, for the fingerprint
     options: Dict[str, Any] = field(default_factory=dict)
     extra: bytes = b""
-    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
+    fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
 
     @property
     def num_questions(self) -> int:

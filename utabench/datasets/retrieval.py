@@ -17,6 +17,7 @@ from pydantic import Field
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
+from utabench.datasets.images import dataset_root
 
 
 class KarpathyEntry(Schema):
@@ -32,7 +33,7 @@ class RetrievalSet:
     images: List[Path]
     captions: List[List[str]]  # captions[i] are the positives of images[i]
     extra: bytes = b""  # the annotation file and split, for the fingerprint
-    fingerprint: str = ""  # filled by the runner (datasets/fingerprint.py)
+    fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
 
     @property
     def files(self) -> List[Path]:
@@ -41,10 +42,7 @@ class RetrievalSet:
 
 def _karpathy(cfg: Dict[str, Any], type_: str, default_ann: str, image_dirs) -> RetrievalSet:
     layout = f"ROOT/{default_ann} (Karpathy splits) and the images under ROOT/{'|'.join(image_dirs) or '<filepath>'}"
-    root = cfg.get("root")
-    if not root or not Path(root).expanduser().is_dir():
-        raise UtabenchError(f"dataset root {root} does not exist; expected {layout}")
-    root = Path(root).expanduser()
+    root = dataset_root(cfg.get("root"), layout)
     ann = Path(cfg.get("annotations") or root / default_ann)
     if not ann.is_file():
         raise UtabenchError(f"{ann} not found; expected {layout}")

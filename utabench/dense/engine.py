@@ -9,13 +9,13 @@ checkpoint utabench writes loads with `weights_only=True` and nothing else is ev
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from utabench.core.logs import quiet
 
 
 def _plain(value):
@@ -52,20 +52,6 @@ def make_history_hook():
     return PlainHistoryHook()
 
 
-@contextlib.contextmanager
-def _quiet():
-    """mmengine logs at INFO to the root logger and its own; keep a run's console to warnings."""
-    loggers = [logging.getLogger(), logging.getLogger("mmengine")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
-
-
 def last_checkpoint(work_dir: Path) -> Optional[Path]:
     marker = Path(work_dir) / "last_checkpoint"
     if marker.is_file():
@@ -80,7 +66,7 @@ def train_and_test(cfg, finetuned: Optional[str] = None) -> Tuple[Dict[str, floa
     spent training (this run's part, after a resume) and testing."""
     from mmengine.runner import Runner
 
-    with _quiet():
+    with quiet("", "mmengine"):  # mmengine logs at INFO to the root logger and its own
         if finetuned:
             cfg.load_from = str(finetuned)
             cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None

@@ -9,6 +9,7 @@ it like any backbone: `backbone=dict(type='UtabenchViT', backbone=dict(spec='uta
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from utabench.core.errors import NotApplicable, UtabenchError
+from utabench.dense.handoff import take
 from utabench.dense.patch_size import convert_trunk_patch_size
 from utabench.dense.trunks import make_trunk
 
@@ -49,16 +51,16 @@ class UtabenchViT(BaseModule):
         import utabench.backbones  # noqa: F401  (registers the families, in mmengine's worker processes too)
         from utabench.backbones.factory import build_backbone, parse_backbone_spec
 
-        key = parse_backbone_spec(backbone).key
-        built = build_backbone(backbone)
+        entry = dict(backbone) if isinstance(backbone, dict) else {"spec": backbone}
+        built = take(entry.pop("lent", None)) or build_backbone(entry)
+        key = parse_backbone_spec(entry).key
         try:
-            tower = built.vision_tower()
+            tower = copy.deepcopy(built.vision_tower())  # fine-tuned here; the built backbone stays as it is
         except NotApplicable as exc:
             raise UtabenchError(f"backbone {key} cannot give dense features: {exc}") from None
         self.trunk = make_trunk(tower).requires_grad_(True)  # registry backbones are built frozen, for evaluation
         if patch_size and patch_size != self.trunk.patch_size:
             convert_trunk_patch_size(self.trunk, int(patch_size))
-        del built  # the text tower and heads are not part of the dense model
         self.backbone_key = key
         self.num_layers = len(self.trunk.blocks)
         self.out_indices = [i % self.num_layers for i in out_indices]

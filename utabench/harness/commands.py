@@ -194,12 +194,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_masks(args) -> int:
-    from utabench.pretrain.masking import (
-        MaskGenerator,
-        MaskSpec,
-        location_probability,
-        write_probability_png,
-    )
+    from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability, write_probability_png
 
     if args.samples < 1 or args.grid < 2:
         raise UtabenchError("--samples must be >= 1 and --grid >= 2")

@@ -29,12 +29,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import check_entry
-from utabench.core.configfile import (
-    bundled_config,
-    expand_env,
-    read_yaml_mapping,
-    with_world,
-)
+from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping, with_world
 from utabench.core.context import PRECISIONS
 from utabench.core.errors import UtabenchError
 from utabench.core.schema import Schema, unknown_key_message, validate, validated_dict

@@ -18,8 +18,8 @@ from utabench.backbones.factory import build_backbone, parse_backbone_spec
 from utabench.core.context import RunContext
 from utabench.core.distributed import barrier, broadcast
 from utabench.core.errors import NotApplicable
+from utabench.core.fingerprint import fingerprint
 from utabench.core.registry import BACKBONES, TASKS
-from utabench.datasets.fingerprint import fingerprint
 from utabench.harness import provenance
 from utabench.harness.store import RecordLock, is_done, record_path, write_record
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from utabench.core.io import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of the record format; a record of another version is run again
 DONE = ("complete", "not_applicable")
 
 
@@ -43,10 +43,10 @@ def read_record(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def is_done(path: Path, backbone: Optional[Dict[str, Any]] = None) -> bool:
-    """A finished record, made by the same backbone spec (weights path and options) when one is given: a changed
-    backbone under the same name is rerun."""
+    """A finished record of this record format, made by the same backbone spec (weights path and options) when one
+    is given: a changed backbone under the same name is rerun."""
     record = read_record(path)
-    if not record or record.get("status") not in DONE:
+    if not record or record.get("status") not in DONE or record.get("schema") != SCHEMA_VERSION:
         return False
     return backbone is None or record.get("provenance", {}).get("backbone") == backbone
 

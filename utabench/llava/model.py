@@ -88,11 +88,7 @@ def load_llm(path: str | Path, dtype: torch.dtype):
 
 def host(encoder: FrozenEncoder, projector: nn.Module, llm: nn.Module, tokenizer) -> HostedLlava:
     """Llava with our encoder, projector and LLM in place of the towers its config would build."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vocab = llm.get_input_embeddings().num_embeddings
     config = LlavaConfig(

@@ -11,7 +11,6 @@ checkpoint. `load_finetuned` reads a stage-2 folder, ours or the original LLaVA'
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Literal, Optional
@@ -23,6 +22,7 @@ from utabench.backbones.factory import backbone_entry
 from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.configfile import bundled_config, read_yaml_mapping
 from utabench.core.errors import UtabenchError
+from utabench.core.fingerprint import stat_fingerprint
 from utabench.core.schema import Schema, validated_dict
 from utabench.llava.encoder import SELECT_FEATURES, EncoderSpec, FrozenEncoder
 from utabench.llava.model import HostedLlava, build, host, llm_dtype, load_tokenizer
@@ -79,17 +79,6 @@ def load_recipe(name: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[s
     return recipe
 
 
-def _files_fingerprint(*paths: Path) -> str:
-    """Of the files' paths, sizes and modification times: cheap for multi-GB LLM weights, and any rewrite shows."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path).encode())
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
 def stage_config(recipe: Dict[str, Any], stage: int, data: Dict[str, str], backbone, llm: str,
                  init: Optional[str]) -> Dict[str, Any]:
     """The shared trainer's configuration of one stage (everything in it is fingerprinted)."""
@@ -100,11 +89,11 @@ def stage_config(recipe: Dict[str, Any], stage: int, data: Dict[str, str], backb
     return {
         "objective": f"llava-stage{stage}", "stage": stage, "template": TEMPLATE_OF_STAGE[stage],
         "data": {"data": str(Path(data["data"]).expanduser()), "images": str(Path(data["images"]).expanduser()),
-                 "fingerprint": _files_fingerprint(Path(data["data"]).expanduser())},
+                 "fingerprint": stat_fingerprint(Path(data["data"]).expanduser())},
         "backbone": backbone_entry(backbone), "backbone_sha256": backbone.info.weights_sha256,
-        "llm": str(llm_path), "llm_fingerprint": _files_fingerprint(*sorted(llm_path.glob("*.safetensors")),
+        "llm": str(llm_path), "llm_fingerprint": stat_fingerprint(*sorted(llm_path.glob("*.safetensors")),
                                                                     *sorted(llm_path.glob("*.bin"))),
-        "init_projector": init, "init_fingerprint": _files_fingerprint(Path(init)) if init else None,
+        "init_projector": init, "init_fingerprint": stat_fingerprint(Path(init)) if init else None,
         "projector": recipe["projector"], "encoder": dict(recipe["encoder"]), "llm_dtype": recipe["llm_dtype"],
         "max_length": recipe["max_length"], "precision": recipe["precision"],
         "optim": dict(recipe[f"stage{stage}"]["optim"]), "checkpoint_every": recipe["checkpoint_every"],
@@ -191,5 +180,5 @@ def load_finetuned(backbone, folder: str | Path, dtype: torch.dtype) -> HostedLl
 def weights_fingerprint(folder: str | Path) -> str:
     """Of a stage-2 folder's config and weight files (what the answers depend on)."""
     folder = Path(folder).expanduser()
-    return _files_fingerprint(folder / "config.json", *sorted(folder.glob("*.safetensors")),
+    return stat_fingerprint(folder / "config.json", *sorted(folder.glob("*.safetensors")),
                               *sorted(folder.glob("pytorch_model*.bin")))

@@ -8,6 +8,7 @@ export is an open_clip state dict that loads as `clip:<model>`.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict
 
@@ -15,12 +16,11 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from utabench.backbones.openclip import (
-    _quiet_root_logger,  # importing it also adds our open_clip model configs
-)
+import utabench.backbones.openclip  # noqa: F401  (adds utabench's open_clip model configs)
 from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write
+from utabench.core.logs import quiet
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize
 from utabench.pretrain.recipes import RECIPES
@@ -35,7 +35,7 @@ class ContrastiveRecipe:
         model = str(cfg["model"])
         if model not in open_clip.list_models():
             raise UtabenchError(f"unknown open_clip model config {model!r} for objective clip")
-        with torch.random.fork_rng(devices=[]), _quiet_root_logger():  # no "random init" warning: that is the point
+        with torch.random.fork_rng(devices=[]), quiet("", level=logging.ERROR):  # no "random init" warning: that is the point
             torch.manual_seed(int(cfg["seed"]))
             self.module = open_clip.create_model(model, pretrained=None)
         self.model_name = model

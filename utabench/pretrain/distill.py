@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +29,6 @@ from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.student import Student
-
-
-def normalization(backbone: Backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """The mean/std of a backbone's eval transform (its torchvision Normalize)."""
-    for t in getattr(backbone.image_transform(), "transforms", []):
-        if hasattr(t, "mean") and hasattr(t, "std"):
-            return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
-    raise UtabenchError(f"teacher {backbone.spec.key}: its image transform has no Normalize step to reuse")
 
 
 def release_text_state(teacher: Backbone) -> Dict[str, torch.Tensor]:
@@ -79,7 +71,7 @@ class DistillRecipe:
         self.teacher = (teacher or build_backbone(cfg["teacher"])).to(device)
         self.teacher_size = int(self.teacher.info.input_size)
         self.student_norm = _Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(device)  # the `uta` transform's
-        self.teacher_norm = _Normalize(*normalization(self.teacher)).to(device)
+        self.teacher_norm = _Normalize(*self.teacher.normalisation()).to(device)
         self._check_teacher(device)
         self.text_state = release_text_state(self.teacher)
         self._check_text()

@@ -9,7 +9,7 @@ recipe's iteration count, at the paper's batch size), `seed`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
@@ -17,14 +17,6 @@ from utabench.backbones.factory import backbone_entry
 from utabench.core.errors import UtabenchError
 from utabench.core.schema import Schema
 from utabench.tasks.base import Task, TaskOutput
-
-
-def normalisation(backbone) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """The mean / std of the backbone's own eval transform."""
-    for step in getattr(backbone.image_transform(), "transforms", []):
-        if type(step).__name__ == "Normalize":
-            return tuple(float(m) for m in step.mean), tuple(float(s) for s in step.std)
-    raise UtabenchError(f"{backbone.spec.key}: its image transform has no Normalize step to take mean/std from")
 
 
 class DenseOptions(Schema):
@@ -68,33 +60,26 @@ class DenseTask(Task):
         return cfg.model.backbone.get("patch_size") or backbone.info.patch_size
 
     def run(self, backbone, data, ctx) -> TaskOutput:
-        from utabench.dense.engine import (
-            export_finetuned,
-            train_and_test,
-            training_leftovers,
-        )
-        from utabench.dense.recipe import (
-            default_recipe,
-            fill_recipe,
-            load_recipe,
-            use_cpu_processes,
-            without_amp,
-        )
+        from utabench.dense.engine import export_finetuned, train_and_test, training_leftovers
+        from utabench.dense.handoff import lend
+        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes, without_amp
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
         kind = self.kind_of_type[data.type]
         recipe = str(data.options.get("recipe") or default_recipe(kind, backbone.info.depth))
         cfg = load_recipe(recipe)
-        schedule = fill_recipe(cfg, recipe, kind, backbone_entry(backbone), data, normalisation(backbone),
-                               ctx.work_dir, ctx.dist.world_size, ctx.workers, data.options.get("iters"))
-        if ctx.device_type == "cpu":
-            schedule["amp"] = "off (CPU)" if without_amp(cfg) else "off"
-            if ctx.dist.enabled:
-                use_cpu_processes(cfg)
-        self.check_backbone(cfg, backbone)
         finetuned = data.options.get("eval_only")
-        raw, train_seconds, test_seconds = train_and_test(cfg, finetuned=finetuned)
+        with lend(backbone) as token:  # the dense model takes the built backbone instead of building it again
+            schedule = fill_recipe(cfg, recipe, kind, {**backbone_entry(backbone), "lent": token}, data,
+                                   backbone.normalisation(), ctx.work_dir, ctx.dist.world_size, ctx.workers,
+                                   data.options.get("iters"))
+            if ctx.device_type == "cpu":
+                schedule["amp"] = "off (CPU)" if without_amp(cfg) else "off"
+                if ctx.dist.enabled:
+                    use_cpu_processes(cfg)
+            self.check_backbone(cfg, backbone)
+            raw, train_seconds, test_seconds = train_and_test(cfg, finetuned=finetuned)
         discard = []
         if not finetuned and ctx.dist.is_main:
             # what --eval-only needs is the fine-tuned weights; the resumable training state goes with the record

@@ -94,20 +94,10 @@ class LlavaBench(Task):
     options = LlavaOptions
 
     def run(self, backbone, data, ctx) -> TaskOutput:
-        from utabench.llava.bench import (
-            generate_answers,
-            read_complete_lines,
-            review_answers,
-        )
+        from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
         from utabench.llava.judge import make_judge, summarize
         from utabench.llava.model import llm_dtype
-        from utabench.llava.pipeline import (
-            load_finetuned,
-            load_recipe,
-            stage_config,
-            train_stage,
-            weights_fingerprint,
-        )
+        from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage, weights_fingerprint
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")

@@ -208,10 +208,7 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
     if counts["seg_train"]:
         write_segmentation_set(root, stream_rng, counts)
     if counts["llava_pretrain"] or counts["llava_instruct"]:
-        from utabench.world.llava import (  # (imports transformers)
-            write_llava_sets,
-            write_tiny_llm,
-        )
+        from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
 
         texts = write_llava_sets(root, stream_rng, _captioned_scene, counts)
         write_tiny_llm(root / "llava" / "llm", texts, seed)

@@ -20,14 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from utabench.world.scene import (
-    BACKGROUNDS,
-    SHAPES,
-    Scene,
-    SceneObject,
-    render,
-    sample_object,
-)
+from utabench.world.scene import BACKGROUNDS, SHAPES, Scene, SceneObject, render, sample_object
 
 DENSE_SIZE = (96, 96)
 # LVIS-style long tail over the 10 shapes: relative frequencies of the train split's objects

@@ -1,4 +1,7 @@
-"""Dataset fingerprints from file contents: an image changed in place changes the fingerprint.
+"""File fingerprints, the one place they are made: content hashes (checkpoints, dataset files), cached content
+hashes for datasets, and cheap stat fingerprints for multi-GB inputs that only decide whether to redo a step.
+
+Dataset fingerprints come from file contents: an image changed in place changes the fingerprint.
 
 A fingerprint is sha256 over what a dataset reader declares its results depend on: the relative path and the sha256
 of every file it evaluates on (images, annotation files) plus `extra` bytes (class names, templates, split). File
@@ -78,3 +81,14 @@ def fingerprint(root: Path, files: Iterable[Path], extra: bytes, cache_dir: Path
         name = os.path.abspath(path)
         digest.update(name.removeprefix(prefix).encode() + b"\0" + digests[name].encode())
     return digest.hexdigest()
+
+
+def stat_fingerprint(*paths: Path) -> str:
+    """Of the files' paths, sizes and modification times: cheap for multi-GB LLM weights, and any rewrite shows."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode())
+        if Path(path).is_file():
+            stat = Path(path).stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
