@@ -201,7 +201,7 @@ def test_test_images_reach_the_backbone_on_the_training_grid(world, tmp_path):
     cfg = load_recipe("cascade_mask_rcnn_vit_b_coco")
     data = load_coco_instances({"type": "coco-instances", "root": str(root), "name": "coco"})
     cfg.classes = data.classes
-    fill_recipe(cfg, "b", "coco", {"spec": "uta:tiny"}, data, ((0.5,) * 3, (0.5,) * 3), tmp_path, 1, 0)
+    fill_recipe(cfg, "b", "coco", {"spec": "uta:tiny"}, data, {}, ((0.5,) * 3, (0.5,) * 3), tmp_path, 1, 0)
     cfg.test_dataloader.dataset.pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
                                             if t["type"] != "LoadAnnotations"]  # the boxes are not looked at here
     preprocessor = MODELS.build(cfg.model.data_preprocessor)

@@ -30,7 +30,6 @@ class DenseSet:
     val_ann: Optional[Path]
     num_val_images: int
     files: List[Path] = field(default_factory=list)  # annotation files and evaluation images, for the fingerprint
-    options: Dict[str, Any] = field(default_factory=dict)  # the task's keys of the dataset entry (recipe, ...)
     class_image_counts: Optional[List[int]] = None
     extra: bytes = b""
     fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
@@ -89,7 +88,7 @@ def _instances(cfg: Dict[str, Any], kind: str, files: Dict[str, str], layout: st
     files += [_image_path(root, entry, kind, anns["val"], layout) for entry in val_images]
     return DenseSet(name=cfg.get("name", kind), type=cfg["type"], root=root,
                     classes=[c["name"] for c in val_categories], val_ann=anns["val"],
-                    num_val_images=len(val_images), files=files, options=dict(cfg), class_image_counts=counts)
+                    num_val_images=len(val_images), files=files, class_image_counts=counts)
 
 
 @DATASETS.register("coco-instances", help="COCO 2017 instances (`coco:` for detection): ROOT/annotations/instances_*2017.json + {train,val}2017/")
@@ -144,4 +143,4 @@ def load_ade20k(cfg: Dict[str, Any]) -> DenseSet:
              for folder, suffix in (("images", ".jpg"), ("annotations", ".png"))]
     return DenseSet(name=cfg.get("name", "ade20k"), type=cfg["type"], root=root, classes=_ade_classes(root),
                     val_ann=None, num_val_images=len(stems["validation"]), files=files,
-                    options=dict(cfg), extra="\n".join(stems.get("training", [])).encode())
+                    extra="\n".join(stems.get("training", [])).encode())

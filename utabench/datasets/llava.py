@@ -27,7 +27,7 @@ built.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -175,7 +175,6 @@ class LlavaBenchSet:
     root: Path
     bench: BenchFiles
     files: List[Path]  # the bench's json files and images, for the fingerprint
-    options: Dict[str, Any] = field(default_factory=dict)
     extra: bytes = b""
     fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
 
@@ -201,9 +200,8 @@ def _bench_set(cfg: Dict[str, Any], bench: BenchFiles) -> LlavaBenchSet:
             _exists(entry.get("data"), f"{stage} data", f"set `{stage}: {{data: FILE.json, images: DIR}}`")
             _exists(entry.get("images"), f"{stage} image folder", f"set `{stage}: {{data: FILE.json, images: DIR}}`")
     text = [bench.root / name for name in sorted(p.name for p in bench.root.glob("*.jsonl"))]
-    options = {k: v for k, v in cfg.items() if k not in ("name", "type", "root")}
     return LlavaBenchSet(name=cfg.get("name", cfg["type"]), type=cfg["type"], root=bench.root, bench=bench,
-                         files=text + bench.files, options=options)
+                         files=text + bench.files)
 
 
 @DATASETS.register("llava-bench", help="LLaVA-Bench (In-the-Wild): questions, context, reference answers, rule, images",

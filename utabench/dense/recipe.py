@@ -149,8 +149,8 @@ def use_cpu_processes(cfg) -> None:
     cfg.env_cfg.dist_cfg = dict(backend="gloo")
 
 
-def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], data, mean_std, work_dir: Path,
-                gpus: int, workers: int, iters: Optional[int] = None) -> Dict[str, float]:
+def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], data, options: Dict[str, Any], mean_std,
+                work_dir: Path, gpus: int, workers: int) -> Dict[str, float]:
     """Complete `cfg` in place for one run; returns the schedule actually used."""
     classes = recipe_classes(cfg, kind)
     check_classes(data.classes, classes, str(data.val_ann or data.root), recipe)
@@ -161,7 +161,7 @@ def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], dat
         cfg.model.data_preprocessor.std = [255.0 * s for s in std]
     _set_num_classes(cfg.model, len(classes))
     counts = data.class_image_counts
-    if counts is None and data.options.get("eval_only"):
+    if counts is None and options.get("eval_only"):
         counts = [1] * len(classes)  # the frequencies only steer training's class sampling
     _fill_federated(cfg.model, counts)
     for loader_name in ("train_dataloader", "test_dataloader"):
@@ -173,11 +173,11 @@ def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], dat
         dataset["metainfo"] = dict(classes=tuple(classes))
     if data.val_ann is not None:
         cfg.test_evaluator.ann_file = str(data.val_ann)
-    if iters:
-        set_iterations(cfg, int(iters))
+    if options.get("iters"):
+        set_iterations(cfg, int(options["iters"]))
     schedule = scale_schedule(cfg, gpus)
     cfg.work_dir = str(work_dir)
     cfg.launcher = "pytorch" if gpus > 1 else "none"
-    cfg.randomness = dict(seed=int(data.options.get("seed", 0)), deterministic=False)
+    cfg.randomness = dict(seed=int(options.get("seed", 0)), deterministic=False)
     cfg.val_dataloader, cfg.val_evaluator, cfg.val_cfg = None, None, None
     return schedule

@@ -107,7 +107,8 @@ def _run_one(job: Job, backbone, data, ctx: RunContext, log: Callable[[str], Non
     start = time.perf_counter()
     job_ctx = replace(ctx, work_dir=job.path.parent / f"{job.path.stem}.work")
     try:
-        out, status, reason = TASKS.get(job.task)().run(backbone, data, job_ctx), "complete", ""
+        task = TASKS.get(job.task)()
+        out, status, reason = task.run(backbone, data, job_ctx, task.options_of(job.dataset)), "complete", ""
     except NotApplicable as exc:
         out, status, reason = None, "not_applicable", str(exc)
     wall = time.perf_counter() - start

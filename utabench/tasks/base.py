@@ -60,6 +60,11 @@ class Task:
         out.setdefault("name", out["type"])
         return out
 
+    def options_of(self, entry: Dict[str, Any]) -> Dict[str, Any]:
+        """This task's options from a (checked) dataset entry, defaults filled in: what `run` gets."""
+        given = {key: value for key, value in (entry or {}).items() if key in self.options.keys()}
+        return validated_dict(self.options, given, f"task {self.name}", defaults=True)
+
     def load(self, dataset_cfg: Dict[str, Any]):
         """The dataset an entry names (its `type` as given stays in the records: `coco` for detection reads
         the `coco-instances` layout)."""
@@ -67,5 +72,6 @@ class Task:
         cfg["type"] = self.dataset_aliases.get(cfg["type"], cfg["type"])
         return DATASETS.get(cfg["type"])(cfg)
 
-    def run(self, backbone, data, ctx) -> TaskOutput:
+    def run(self, backbone, data, ctx, options: Optional[Dict[str, Any]] = None) -> TaskOutput:
+        """Metrics of `backbone` on `data`; `options` are this task's (`options_of`; None: the defaults)."""
         raise NotImplementedError

@@ -59,7 +59,8 @@ class DenseTask(Task):
         """The patch size the dense model runs at: the recipe's conversion target, else the backbone's own."""
         return cfg.model.backbone.get("patch_size") or backbone.info.patch_size
 
-    def run(self, backbone, data, ctx) -> TaskOutput:
+    def run(self, backbone, data, ctx, options=None) -> TaskOutput:
+        options = options or self.options_of({})
         from utabench.dense.engine import export_finetuned, train_and_test, training_leftovers
         from utabench.dense.handoff import lend
         from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes, without_amp
@@ -67,13 +68,12 @@ class DenseTask(Task):
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
         kind = self.kind_of_type[data.type]
-        recipe = str(data.options.get("recipe") or default_recipe(kind, backbone.info.depth))
+        recipe = str(options.get("recipe") or default_recipe(kind, backbone.info.depth))
         cfg = load_recipe(recipe)
-        finetuned = data.options.get("eval_only")
+        finetuned = options.get("eval_only")
         with lend(backbone) as token:  # the dense model takes the built backbone instead of building it again
-            schedule = fill_recipe(cfg, recipe, kind, {**backbone_entry(backbone), "lent": token}, data,
-                                   backbone.normalisation(), ctx.work_dir, ctx.dist.world_size, ctx.workers,
-                                   data.options.get("iters"))
+            schedule = fill_recipe(cfg, recipe, kind, {**backbone_entry(backbone), "lent": token}, data, options,
+                                   backbone.normalisation(), ctx.work_dir, ctx.dist.world_size, ctx.workers)
             if ctx.device_type == "cpu":
                 schedule["amp"] = "off (CPU)" if without_amp(cfg) else "off"
                 if ctx.dist.enabled:
@@ -84,7 +84,7 @@ class DenseTask(Task):
         if not finetuned and ctx.dist.is_main:
             # what --eval-only needs is the fine-tuned weights; the resumable training state goes with the record
             finetuned, discard = export_finetuned(ctx.work_dir), training_leftovers(ctx.work_dir)
-        details = {"recipe": recipe, "schedule": schedule if not data.options.get("eval_only") else None,
+        details = {"recipe": recipe, "schedule": schedule if not options.get("eval_only") else None,
                    "finetuned_checkpoint": str(finetuned) if finetuned else "", "work_dir": str(ctx.work_dir),
                    "num_classes": len(data.classes), "raw_metrics": raw}
         return TaskOutput(metrics=self.metrics(raw, kind), num_images=data.num_val_images, model_seconds=test_seconds,

@@ -93,7 +93,7 @@ class LlavaBench(Task):
     dataset_types = ("llava-bench", "llava-bench-coco")
     options = LlavaOptions
 
-    def run(self, backbone, data, ctx) -> TaskOutput:
+    def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
         from utabench.llava.judge import make_judge, summarize
         from utabench.llava.model import llm_dtype
@@ -101,7 +101,7 @@ class LlavaBench(Task):
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
-        opts, work = data.options, ctx.work_dir
+        opts, work = options or self.options_of({}), ctx.work_dir
         recipe = load_recipe(str(opts.get("recipe", "paper")), opts.get("overrides"))
         judge = make_judge(opts.get("judge"))
         log = print if ctx.dist.is_main else (lambda _: None)

@@ -40,7 +40,7 @@ class Retrieval(Task):
     name = "retrieval"
     dataset_types = ("flickr30k", "coco")
 
-    def run(self, backbone, data, ctx) -> TaskOutput:
+    def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         if not backbone.zero_shot_ready:
             raise NotApplicable(f"{backbone.spec.key} has no joint image-text space with a text tower")
         images = ImageList([(path, i) for i, path in enumerate(data.images)], backbone.image_transform(),

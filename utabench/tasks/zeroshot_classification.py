@@ -20,7 +20,7 @@ class ZeroShotClassification(Task):
     dataset_types = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-v2", "imagenet-sketch", "objectnet",
                      "imagefolder")
 
-    def run(self, backbone, data, ctx) -> TaskOutput:
+    def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         if not backbone.zero_shot_ready:
             raise NotApplicable(f"{backbone.spec.key} has no joint image-text space with a text tower")
         classifier = zero_shot_classifier(backbone, data.classnames, data.templates, ctx)
