@@ -230,3 +230,14 @@ def test_task_options_under_the_task_and_the_earlier_layout(tmp_path, world, cap
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run-all", "--config", str(path), "--results", str(tmp_path / "r")]) == 2
     assert "tasks.segmentation.options: unknown key 'iter'; did you mean 'iters'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["embedded.yaml", "world-dense-random.yaml", "paper.yaml"])
+def test_bundled_run_configs_load(name, monkeypatch):
+    from utabench.core.configfile import bundled_config
+    from utabench.harness.config import load_config
+
+    monkeypatch.setenv("UTABENCH_DATA", "/data")
+    monkeypatch.setenv("UTABENCH_CKPT", "/ckpt")
+    cfg = load_config(str(bundled_config(name)))
+    assert cfg.backbones and cfg.tasks and not cfg.notes
