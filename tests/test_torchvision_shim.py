@@ -17,11 +17,14 @@ def _greedy(boxes, scores, threshold):
     return keep
 
 
+def _boxes(seed: int, n: int):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 50
+    return torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 20], dim=1), torch.rand(n, generator=g), g
+
+
 def test_nms_matches_greedy_reference():
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(60, 2, generator=g) * 50
-    boxes = torch.cat([xy, xy + 5 + torch.rand(60, 2, generator=g) * 20], dim=1)
-    scores = torch.rand(60, generator=g)
+    boxes, scores, g = _boxes(0, 60)
     for threshold in (0.3, 0.5, 0.7):
         assert nms(boxes, scores, threshold).tolist() == _greedy(boxes, scores, threshold)
     groups = torch.randint(0, 3, (60,), generator=g)
@@ -33,10 +36,7 @@ def test_nms_matches_greedy_reference():
 
 def test_the_shims_own_kernel_matches_greedy_suppression():
     """The shim's kernel itself (torchvision.ops.nms above may be torchvision's own where its ops load)."""
-    g = torch.Generator().manual_seed(1)
-    xy = torch.rand(50, 2, generator=g) * 40
-    boxes = torch.cat([xy, xy + 4 + torch.rand(50, 2, generator=g) * 16], dim=1)
-    scores = torch.rand(50, generator=g)
+    boxes, scores, _ = _boxes(1, 50)
     for threshold in (0.2, 0.5, 0.8):
         assert torchvision_shim._nms_cpu(boxes, scores, threshold).tolist() == _greedy(boxes, scores, threshold)
     assert torchvision_shim._nms_cpu(boxes[:0], scores[:0], 0.5).numel() == 0
