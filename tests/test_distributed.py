@@ -25,6 +25,35 @@ def test_gather_single_process_sorts_by_index():
     assert index.tolist() == [0, 1, 2] and rows.flatten().tolist() == [0.0, 10.0, 20.0]
 
 
+def _gather_with_an_empty_rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    if rank == 0:  # one batch in all: the other rank has no rows, and no feature width either
+        local = torch.tensor([1, 0]), torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), torch.tensor([7, 8])
+    else:
+        local = torch.zeros(0, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    index, rows, targets = gather_rows(DistInfo(rank, 2), *local)
+    torch.save({"index": index, "rows": rows, "targets": targets}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_gather_when_a_rank_has_no_rows(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gather_with_an_empty_rank, args=(port, str(tmp_path / "out")), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"out.{rank}", weights_only=True)
+        assert got["index"].tolist() == [0, 1] and got["targets"].tolist() == [8, 7]
+        assert got["rows"].tolist() == [[4.0, 5.0, 6.0], [1.0, 2.0, 3.0]]
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_single_process(tmp_path, world):
     import yaml

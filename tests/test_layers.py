@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "utabench"
 LAYERS = {"core": 0, "torchvision_shim": 0, "backbones": 1, "datasets": 1, "world": 1, "tasks": 2, "pretrain": 2,
-          "dense": 2, "llava": 2, "harness": 3}
+          "dense": 2, "llava": 2, "finetune": 2, "harness": 3}
 
 
 def _package(module: str) -> str:

@@ -117,8 +117,8 @@ def test_not_applicable_is_recorded(tmp_path, world):
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "segmentation-x", "--backbone", "clip:utabench-clip-tiny", "--dataset", "imagenet:/x"],
-     "argument TASK: invalid choice: 'segmentation-x' (choose from 'detection', 'llava-bench', 'retrieval', "
-     "'segmentation', 'zeroshot-classification')"),
+     "argument TASK: invalid choice: 'segmentation-x' (choose from 'detection', 'finetune-classification', "
+     "'llava-bench', 'retrieval', 'segmentation', 'zeroshot-classification')"),
     (["run", "retrieval", "--backbone", "vit:b", "--dataset", "flickr30k:/nonexistent"],
      "unknown backbone family 'vit'; known backbone families: clip, eva02, uta"),
     (["run", "retrieval", "--backbone", "clip:utabench-clip-tiny", "--dataset", "flickr30k:/nonexistent"],

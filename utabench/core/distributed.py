@@ -75,7 +75,7 @@ class StridedBatchSampler(Sampler[List[int]]):
 
 
 def gather_rows(info: DistInfo, indices: torch.Tensor, *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    """All ranks' rows (matched by dataset index) in ascending index order, on every rank."""
+    """All ranks' rows (matched by dataset index) in ascending index order, on every rank (a rank may have none)."""
     if info.enabled:
         count = torch.tensor([len(indices)], dtype=torch.long)
         counts = [torch.zeros_like(count) for _ in range(info.world_size)]
@@ -83,8 +83,12 @@ def gather_rows(info: DistInfo, indices: torch.Tensor, *tensors: torch.Tensor) -
         width = int(max(c.item() for c in counts))
 
         def all_rows(t: torch.Tensor) -> torch.Tensor:
-            padded = torch.zeros((width,) + tuple(t.shape[1:]), dtype=t.dtype)
-            padded[: len(t)] = t
+            shape = torch.tensor(t.shape[1:], dtype=torch.long)  # a rank without rows has (0, 0): take the others'
+            shapes = [torch.zeros_like(shape) for _ in range(info.world_size)]
+            dist.all_gather(shapes, shape)
+            padded = torch.zeros((width,) + tuple(int(s) for s in torch.stack(shapes).amax(0)), dtype=t.dtype)
+            if len(t):
+                padded[: len(t)] = t
             parts = [torch.zeros_like(padded) for _ in range(info.world_size)]
             dist.all_gather(parts, padded)
             return torch.cat([p[: int(c.item())] for p, c in zip(parts, counts)])

@@ -23,7 +23,7 @@ class TableSpec:
     csv: str  # the published table in utabench/results/
     columns: Tuple[Column, ...] = ()
     average: bool = False  # add the mean of the columns (Table 1)
-    rows_from: Optional[str] = None  # the task whose records give a backbone its row (default: any column's)
+    rows_from: Tuple[str, ...] = ()  # the tasks whose records give a backbone its row (default: any column's)
     incomparable: Optional[Callable] = None  # (records of a backbone, its published row) -> why no Δ, or None
     rows: Optional[Callable] = None  # records -> rows, for a table of its own shape
     formats: Dict[str, str] = field(default_factory=dict)  # column -> format, for `rows` tables

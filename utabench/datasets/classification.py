@@ -9,7 +9,7 @@ wnid subsets, ObjectNet over its 113 classes, as in clip_benchmark.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -46,6 +46,7 @@ class ClassificationSet:
     samples: List[Tuple[Path, int]]
     classnames: List[str]
     templates: List[str]
+    class_ids: List[str] = field(default_factory=list)  # what names each label on disk: wnids, or folder names
     extra: bytes = b""  # what else the results depend on (mapping files), for the fingerprint
     fingerprint: str = ""  # filled by the runner from `files` and `extra` (core/fingerprint.py)
 
@@ -81,11 +82,12 @@ def _samples(root: Path, folders: List[str], labels: List[int], layout: str) -> 
     return samples
 
 
-def _build(cfg, type_, root, samples, classnames, extra: bytes = b"") -> ClassificationSet:
+def _build(cfg, type_, root, samples, classnames, class_ids, extra: bytes = b"") -> ClassificationSet:
     templates = read_templates(cfg.get("templates"))
     labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
     return ClassificationSet(name=cfg.get("name", type_), type=type_, root=root, samples=samples,
-                             classnames=classnames, templates=templates, extra=extra + labels)
+                             classnames=classnames, templates=templates, class_ids=list(class_ids),
+                             extra=extra + labels)
 
 
 def _wnid_dataset(cfg, type_: str, layout: str, subdirs=(), subset: Optional[str] = None) -> ClassificationSet:
@@ -101,14 +103,15 @@ def _wnid_dataset(cfg, type_: str, layout: str, subdirs=(), subset: Optional[str
         )
     if subset is None:
         return _build(cfg, type_, root, _samples(root, folders, [index[f] for f in folders], layout),
-                      names)
+                      names, wnids)
     if cfg.get("classes") is None and folders != sorted(imagenet_subset_wnids(subset)):
         raise UtabenchError(
             f"{root} has {len(folders)} class folders; ImageNet-{subset.upper()} has the 200 wnid folders "
             f"listed in timm's imagenet_{subset}_synsets.txt"
         )
     subset_names = [names[index[f]] for f in folders]
-    return _build(cfg, type_, root, _samples(root, folders, list(range(len(folders))), layout), subset_names)
+    return _build(cfg, type_, root, _samples(root, folders, list(range(len(folders))), layout), subset_names,
+                  folders)
 
 
 @DATASETS.register("imagenet", help="ImageNet-1K val: ROOT/val/<wnid>/*.JPEG (or ROOT/<wnid>/...)",
@@ -140,12 +143,13 @@ def imagenet_r(cfg):
 def imagenet_v2(cfg):
     layout = "ROOT/<class index 0..999>/*.jpeg (imagenetv2-matched-frequency-format-val)"
     root = _first_existing(dataset_root(cfg.get("root"), layout), ("imagenetv2-matched-frequency-format-val",))
-    _, names = imagenet_class_index(cfg.get("classes"))
+    wnids, names = imagenet_class_index(cfg.get("classes"))
     folders = _class_folders(root, layout)
     if not all(f.isdigit() and int(f) < len(names) for f in folders):
         bad = [f for f in folders if not (f.isdigit() and int(f) < len(names))]
         raise UtabenchError(f"{root}: folders {', '.join(bad[:5])} are not class indices; expected {layout}")
-    return _build(cfg, "imagenet-v2", root, _samples(root, folders, [int(f) for f in folders], layout), names)
+    return _build(cfg, "imagenet-v2", root, _samples(root, folders, [int(f) for f in folders], layout), names,
+                  wnids)
 
 
 @DATASETS.register("objectnet", help="ObjectNet 1.0: ROOT/objectnet-1.0/{images,mappings}; 113 ImageNet classes",
@@ -175,7 +179,7 @@ def objectnet(cfg):
     classnames = [folder_to_label[f].lower() for f in folders]
     extra = files[0].read_bytes() + files[1].read_bytes()
     return _build(cfg, "objectnet", images, _samples(images, folders, list(range(len(folders))), layout),
-                  classnames, extra)
+                  classnames, folders, extra)
 
 
 @DATASETS.register("imagefolder", help="any ROOT/<class>/*.jpg; class names from folders or a JSON `classnames` file",
@@ -188,4 +192,5 @@ def imagefolder(cfg):
         names = read_classnames(cfg["classnames"], folders)
     else:
         names = [f.replace("_", " ") for f in folders]
-    return _build(cfg, "imagefolder", root, _samples(root, folders, list(range(len(folders))), layout), names)
+    return _build(cfg, "imagefolder", root, _samples(root, folders, list(range(len(folders))), layout), names,
+                  folders)

@@ -70,7 +70,7 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
         return []
     published = paper_table(spec)
     rows = []
-    tasks = {spec.rows_from} if spec.rows_from else {task for _, task, _, _ in spec.columns}
+    tasks = set(spec.rows_from) or {task for _, task, _, _ in spec.columns}
     shown = set(records[records.task.isin(tasks)].backbone)
     for backbone, group in records[records.backbone.isin(shown)].groupby("backbone", sort=True):
         match = match_row(published, _paper_of(group), spec.number)

@@ -2,8 +2,11 @@
 bf16 autocast on GPU, gradient clipping, gradient accumulation (`optim.grad_accum` micro-batches per step), DDP
 under torchrun, progress, checkpoints and exact resume.
 
-A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model (and may
-supply `collate`, the loader's collate function). A
+A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model. It may
+also supply `collate` (the loader's collate function), `build_optimizer(module)` and `build_scheduler(optimizer,
+warmup_steps, total_steps)` (an object with `step`, `get_last_lr`, `state_dict`, `load_state_dict`; default: AdamW
+with the BEiT weight-decay rule and warm-up + cosine), `after_step(step)` (e.g. an EMA update) and
+`extra_state()` / `load_extra_state(state)` (saved with the checkpoint, e.g. the EMA weights). A
 checkpoint (`checkpoints/step-XXXXXXXX.pt`, written atomically every `checkpoint_every` steps) holds the module,
 optimiser, scheduler, step, RNG states and the configuration; data order is a function of the step (see `data.py`),
 so rerunning the same command continues exactly where the last checkpoint left off. A non-finite loss stops the run
@@ -128,7 +131,8 @@ class Trainer:
         return {"format": STATE_FORMAT, "config": self.cfg, "fingerprint": fingerprint(self.cfg), "step": step,
                 "model": self.recipe.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.device),
-                "world_size": self.dist.world_size}
+                "world_size": self.dist.world_size,
+                **({"extra": self.recipe.extra_state()} if hasattr(self.recipe, "extra_state") else {})}
 
     def _save(self, step: int) -> None:
         if self.dist.is_main:
@@ -154,6 +158,8 @@ class Trainer:
         self.recipe.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if hasattr(self.recipe, "load_extra_state"):
+            self.recipe.load_extra_state(state["extra"])
         _set_rng_state(state["rng"], self.device)
         return int(state["step"])
 
@@ -169,17 +175,23 @@ class Trainer:
                           drop_last=True, persistent_workers=False, prefetch_factor=4 if workers else None,
                           generator=seeds)
 
+    def _optimiser(self, module: nn.Module):
+        optim = self.cfg["optim"]
+        if hasattr(self.recipe, "build_optimizer"):
+            optimizer = self.recipe.build_optimizer(module)
+            return optimizer, self.recipe.build_scheduler(optimizer, self.warmup_steps, self.total_steps)
+        optimizer = torch.optim.AdamW(param_groups(module, float(optim["weight_decay"])), lr=float(optim["lr"]),
+                                      betas=tuple(optim["betas"]), eps=float(optim["eps"]))
+        factor = warmup_cosine(self.warmup_steps, self.total_steps, float(optim["lr"]), float(optim["min_lr"]))
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
     # ---------------------------------------------------------------------------------------------------------
     def run(self, resume_from: Optional[Path] = None) -> Path:
         """Train to the configured step count (continuing from the latest checkpoint) and export; returns the
         exported artifact's metadata file."""
         done = self.out_dir / "final.json"
         module = self.recipe.module.to(self.device).train()
-        optim = self.cfg["optim"]
-        self.optimizer = torch.optim.AdamW(param_groups(module, float(optim["weight_decay"])), lr=float(optim["lr"]),
-                                           betas=tuple(optim["betas"]), eps=float(optim["eps"]))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.warmup_steps, self.total_steps, float(optim["lr"]), float(optim["min_lr"])))
+        self.optimizer, self.scheduler = self._optimiser(module)
         resume_from = resume_from or latest_checkpoint(self.out_dir)
         start = self._resume(resume_from) if resume_from else 0
         if start:
@@ -206,7 +218,7 @@ class Trainer:
         clip = self.cfg["optim"].get("clip_grad")
         every = int(self.cfg["checkpoint_every"])
         bar = tqdm(total=self.total_steps, initial=start, disable=not (self.progress and self.dist.is_main),
-                   desc=f"pretrain {self.cfg['objective']}", unit="step", dynamic_ncols=True)
+                   desc=f"train {self.cfg['objective']}", unit="step", dynamic_ncols=True)
         log_path = self.out_dir / "log.jsonl"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -234,6 +246,8 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             step += 1
+            if hasattr(self.recipe, "after_step"):
+                self.recipe.after_step(step)
             seen += self.global_batch
             rate = seen / max(1e-9, time.perf_counter() - clock)
             bar.update(1)
