@@ -89,19 +89,23 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, world):
 
 
 @pytest.mark.slow
-def test_torchrun_pretraining_equals_single_process(tmp_path, world):
-    """DDP over 2 ranks (half the batch each, gradients averaged) trains the same weights as one process."""
+@pytest.mark.parametrize("objective", ["uta", "clip-ft"])
+def test_torchrun_pretraining_equals_single_process(tmp_path, world, objective):
+    """DDP over 2 ranks (half the batch each, gradients averaged) trains the same weights as one process: the
+    distillation, and contrastive fine-tuning (open_clip's ClipLoss gathers both ranks' features with gradients)."""
     import yaml
     from safetensors.torch import load_file
 
     config = tmp_path / "pretrain.yaml"
+    optim = {"batch_size": 8, "steps": 4, "warmup_steps": 1, "lr": 1e-3}
     config.write_text(yaml.safe_dump({
         "student": {"model": "world"}, "teacher": {"spec": "clip:utabench-clip-world", "seed": 1},
         "data": {"type": "imagefolder", "root": str(world / "imagenet" / "train")},
-        "mask": {"type": "block-r", "ratio": 0.5, "min_block": 4},
-        "optim": {"batch_size": 8, "steps": 4, "warmup_steps": 1, "lr": 1e-3}, "workers": 0}))
+        "mask": {"type": "block-r", "ratio": 0.5, "min_block": 4}, "optim": optim, "workers": 0} if objective == "uta"
+        else {"init": {"spec": "uta:world", "seed": 1}, "optim": optim, "workers": 0,
+              "data": {"type": "webdataset", "shards": str(world / "pairs" / "pairs-*.tar")}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["-m", "utabench.harness.cli", "pretrain", "uta", "--config", str(config), "--threads", "1",
+    common = ["-m", "utabench.harness.cli", "pretrain", objective, "--config", str(config), "--threads", "1",
               "--device", "cpu"]
     single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
                             text=True, timeout=600)

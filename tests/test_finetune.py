@@ -8,14 +8,17 @@ import json
 import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from utabench.backbones import build_backbone
 from utabench.finetune.config import load_finetune_recipe
+from utabench.finetune.data import seeded
 from utabench.finetune.model import Classifier
-from utabench.finetune.recipe import FinetuneRecipe, train_transform
+from utabench.finetune.recipe import FinetuneRecipe, posterize, train_transform
 from utabench.harness.cli import main
 from utabench.pretrain.trainer import Trainer
 
@@ -78,9 +81,34 @@ def test_augmentation_is_timms_for_the_recipes_string():
                               re_mode="pixel", re_count=1, interpolation="bicubic",
                               mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
     assert repr(ours) == repr(theirs)
-    assert "rand-m9-mstd0.5-inc1" not in repr(ours) or True
     assert any(type(t).__name__ == "RandAugment" for t in ours.transforms)
     assert any(type(t).__name__ == "RandomErasing" for t in ours.transforms)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 300, 3), dtype=np.uint8))
+    for seed in range(20):  # the same draws give the same pixels (where timm's own posterize does not fail)
+        outputs = []
+        for transform in (ours, theirs):
+            with seeded(seed):
+                try:
+                    outputs.append(transform(image))
+                except ValueError:  # Pillow >= 13 refuses timm's 0-bit posterize: ours must not
+                    outputs.append(None)
+        assert outputs[0] is not None
+        assert outputs[1] is None or torch.equal(outputs[0], outputs[1]), seed
+
+
+def test_posterize_to_zero_bits_gives_a_black_image_as_before_pillow_13():
+    from timm.data.auto_augment import rand_augment_transform
+
+    ops = rand_augment_transform("rand-m10-n1-inc1", {}).ops
+    posterize_op = next(op for op in ops if op.name == "PosterizeIncreasing")
+    assert posterize_op.aug_fn is not posterize  # timm's own; ours replaces it in train_transform
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert posterize(image, 1).getpixel((0, 0)) == (128, 0, 0) and posterize(image, 8) is image
+    recipe = load_finetune_recipe("ftclip-b16")
+    transform = train_transform(recipe, 32, (0.5,) * 3, (0.5,) * 3)
+    swapped = [op for t in transform.transforms for op in getattr(t, "ops", ()) if op.name == "PosterizeIncreasing"]
+    assert swapped and all(op.aug_fn is posterize for op in swapped)
 
 
 def _recipe(tmp_path):

@@ -1,5 +1,5 @@
-"""A shorter embedded reproduction: teacher and students trained through `pretrain:` backbone entries of a run
-config, evaluated zero-shot, cached for the rerun, and rendered as Table 6."""
+"""A shorter embedded reproduction: teacher, students and the contrastively fine-tuned student trained through
+`pretrain:` backbone entries of a run config, evaluated zero-shot, cached for the rerun, and rendered as Table 6."""
 
 import json
 
@@ -23,17 +23,19 @@ def test_short_embedded_reproduction(tmp_path, capsys):
     args = ["run-all", "--config", str(config), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     assert main(args + ["--results", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert out.count("] pretraining ") == 5  # the teacher once (shared by the students), four students
+    assert out.count("] pretraining ") == 6  # the teacher once (shared by the students), four students, UTA†
     records = [json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")]
-    assert len(records) == 5 * 8 and {r["status"] for r in records} == {"complete"}
+    assert len(records) == 6 * 8 and {r["status"] for r in records} == {"complete"}
     students = {r["backbone"]: r for r in records if r["dataset"] == "imagenet-1k"}
     assert {b: r["pretrain"]["objective"] for b, r in students.items()} == {
         "world-clip-teacher": "clip", "uta-student": "uta", "mim-student": "mim", "fd-student": "fd",
-        "uta-mim-student": "uta+mim"}
+        "uta-mim-student": "uta+mim", "uta-student-cft": "clip-ft"}
+    assert students["uta-student-cft"]["pretrain"]["init"] == students["uta-student"]["provenance"]["backbone"][
+        "checkpoint"]
     teacher_ckpt = students["world-clip-teacher"]["provenance"]["backbone"]["checkpoint"]
     assert students["uta-student"]["pretrain"]["teacher"] == teacher_ckpt
     table6 = out[out.index("### Table 6"):]
-    for label in ("| FD", "| MIM", "| UTA+MIM", "| UTA ", "CLIP (teacher)"):
+    for label in ("| FD", "| MIM", "| UTA+MIM", "| UTA ", "| UTA†", "CLIP (teacher)"):
         assert label in table6
     uta_row = next(line for line in table6.splitlines() if "uta-student" in line)
     relative = float(uta_row.split("|")[5].strip().rstrip("×"))
@@ -41,4 +43,4 @@ def test_short_embedded_reproduction(tmp_path, capsys):
 
     assert main(args + ["--results", str(tmp_path / "r2")]) == 0  # cached: nothing is trained again
     assert "] pretraining " not in capsys.readouterr().out
-    assert len(list((tmp_path / "r2").rglob("*.json"))) == 5 * 8
+    assert len(list((tmp_path / "r2").rglob("*.json"))) == 6 * 8

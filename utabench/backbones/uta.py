@@ -11,6 +11,7 @@ default) or a named CLIP teacher's (option `text: {spec: clip:..., checkpoint: .
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
@@ -89,8 +90,12 @@ class UtaBackbone(Backbone):
         text_choice = spec.options.get("text", "checkpoint")
         self.text: Optional[torch.nn.Module] = None
         self.teacher: Optional[Backbone] = None
+        self._logit_scale: Optional[float] = None  # the checkpoint's (log) logit scale, stored beside the text tower
         if spec.checkpoint:
-            visual_state, text_state, rope = release_to_timm(read_state_dict(spec.checkpoint), spec.checkpoint)
+            state = read_state_dict(spec.checkpoint)
+            if "logit_scale" in state:
+                self._logit_scale = float(state["logit_scale"])
+            visual_state, text_state, rope = release_to_timm(state, spec.checkpoint)
             check_rope_tables(rope, vision["width"] // vision["heads"], self.visual.patch_embed.grid_size[0],
                               vision["pt_seq_len"], spec.checkpoint)
             load_strict(self.visual, visual_state, spec.checkpoint)
@@ -134,6 +139,15 @@ class UtaBackbone(Backbone):
 
     def vision_tower(self) -> torch.nn.Module:
         return self.visual
+
+    def temperature(self) -> Optional[float]:
+        """The contrastive temperature its text tower was trained at (1 / exp(logit_scale)), if the checkpoint (or the
+        CLIP whose text tower it uses) stores one."""
+        scale = self._logit_scale
+        if self.teacher is not None:
+            stored = self.teacher.text_state().get("logit_scale")
+            scale = float(stored) if stored is not None else None
+        return None if scale is None else 1.0 / math.exp(scale)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if self.teacher is not None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import torch
+from PIL import Image, ImageOps
 from safetensors.torch import save_file
-from timm.data import create_transform
+from timm.data import auto_augment, create_transform
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
@@ -21,13 +22,28 @@ from utabench.finetune.model import Classifier
 from utabench.pretrain.schedule import warmup_cosine_steps
 
 
+def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize as it ran before Pillow 13: keeping 0 bits gives a black image (Pillow 13 refuses 0 bits,
+    which `rand-...-inc1` draws at magnitude 10, and the loader dies)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
 def train_transform(recipe: Dict[str, Any], image_size: int, mean, std):
     augment = recipe["augment"]
-    return create_transform(image_size, is_training=True, auto_augment=augment["auto_augment"],
-                            re_prob=augment["re_prob"], re_mode=augment["re_mode"], re_count=augment["re_count"],
-                            scale=tuple(augment["scale"]), hflip=augment["hflip"],
-                            color_jitter=augment["color_jitter"], interpolation=augment["interpolation"],
-                            mean=tuple(mean), std=tuple(std))
+    transform = create_transform(image_size, is_training=True, auto_augment=augment["auto_augment"],
+                                 re_prob=augment["re_prob"], re_mode=augment["re_mode"], re_count=augment["re_count"],
+                                 scale=tuple(augment["scale"]), hflip=augment["hflip"],
+                                 color_jitter=augment["color_jitter"], interpolation=augment["interpolation"],
+                                 mean=tuple(mean), std=tuple(std))
+    for step in transform.transforms:
+        for op in getattr(step, "ops", ()):  # RandAugment / AutoAugment
+            if op.aug_fn is auto_augment.posterize:
+                op.aug_fn = posterize
+    return transform
 
 
 def eval_transform(recipe: Dict[str, Any], image_size: int, mean, std):

@@ -69,7 +69,8 @@ def _add_run_all(sub) -> None:
 def _add_pretrain(sub) -> None:
     from utabench.pretrain.objectives import OBJECTIVES
 
-    pre = sub.add_parser("pretrain", help="pretrain a backbone: UTA, the MIM / FD / UTA+MIM baselines, or a CLIP")
+    pre = sub.add_parser("pretrain", help="pretrain a backbone: UTA, the MIM / FD / UTA+MIM baselines, a CLIP, "
+                         "or a student's contrastive fine-tuning (clip-ft)")
     pre.add_argument("objective", choices=OBJECTIVES.names(),
                      help="; ".join(f"{name}: {text}" for name, text in OBJECTIVES.describe()))
     pre.add_argument("--config", required=True, help="pretraining YAML (see utabench/configs/pretrain/)")

@@ -2,10 +2,13 @@
 
     base: uta-b14.yaml                    # optional: start from another config (a path, or one of configs/pretrain/)
     paper: {table: 6, row: UTA}           # optional: the published row this run reproduces
-    objective: uta                        # uta | mim | fd | uta+mim (distillation) or clip (image-text contrastive)
+    objective: uta                        # uta | mim | fd | uta+mim (distillation), clip (image-text contrastive)
+                                          # or clip-ft (contrastive fine-tuning of a student, paper A.1)
     student: {model: B-14, drop_path: 0.1}                 # a `uta` model config (distillation)
     teacher: {spec: "clip:EVA01-g-14", checkpoint: ...}    # any registered backbone with joint-space tokens
     model: ViT-B-16                                        # an open_clip config (objective clip)
+    init: {spec: "uta:B-14", checkpoint: ...}              # the student to fine-tune (objective clip-ft)
+    contrastive: {temperature: 0.01, layer_decay: 0.75, patch_size: 16, lock_text: false}   # (clip-ft)
     data: {type: imagefolder, root: DIR}  # or {type: webdataset, shards: "dir/{00000..00099}.tar"}; crop
                                           # area `scale` and aspect `ratio` ranges, `hflip`
     mask: {type: block-r, ratio: 0.4, min_block: 16}
@@ -26,7 +29,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import (
     Field,
@@ -102,6 +105,17 @@ class MaskConfig(Schema):
     reverse_prob: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class ContrastiveConfig(Schema):
+    """Contrastive fine-tuning (objective clip-ft, paper A.1)."""
+
+    # fixed, not learned; `init`: the one the student's text tower was trained at (its teacher's learned temperature)
+    temperature: Union[PositiveFloat, Literal["init"]] = 0.01
+    layer_decay: float = Field(0.75, gt=0.0, le=1.0)  # B 0.75, L 0.85
+    text_layer_decay: Optional[float] = Field(None, gt=0.0, le=1.0)  # default: layer_decay
+    lock_text: bool = False  # A.1 trains both towers
+    patch_size: Optional[PositiveInt] = None  # convert the student's patch size first (B: 16)
+
+
 class PaperAblation(Schema):
     """The published row a pretraining config reproduces, e.g. {table: 8, row: 'ratio 0.5'}."""
 
@@ -123,6 +137,8 @@ class PretrainConfig(Schema):
     student: StudentConfig = StudentConfig()
     teacher: Optional[Dict[str, Any]] = None  # a backbone entry (or a {pretrain: ...} entry)
     model: Optional[str] = None  # an open_clip model config (objective clip)
+    init: Optional[Dict[str, Any]] = None  # the uta backbone entry contrastive fine-tuning starts from (clip-ft)
+    contrastive: ContrastiveConfig = ContrastiveConfig()
     data: DataConfig
     mask: MaskConfig = MaskConfig()
     optim: OptimConfig = OptimConfig()
@@ -132,12 +148,13 @@ class PretrainConfig(Schema):
     workers: NonNegativeInt = 4
     paper: Optional[PaperAblation] = None
 
-    @field_validator("teacher")
+    @field_validator("teacher", "init")
     @classmethod
-    def _teacher(cls, value):
+    def _backbone(cls, value, info):
         if value is None:
             return None
-        return check_pretrain_entry(value, "teacher") if is_pretrain_entry(value) else check_entry(value, "teacher")
+        where = info.field_name
+        return check_pretrain_entry(value, where) if is_pretrain_entry(value) else check_entry(value, where)
 
 
 PRETRAIN_ENTRY_KEYS = ("name", "pretrain", "objective", "paper")
@@ -194,6 +211,11 @@ def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optio
     if cfg["objective"] == "clip":
         if not cfg.get("model"):
             raise UtabenchError(f"pretraining config {source}: objective clip needs `model: <open_clip config>`")
+    elif cfg["objective"] == "clip-ft":
+        if not cfg.get("init"):
+            raise UtabenchError(f"pretraining config {source}: objective clip-ft needs `init`, the uta backbone entry "
+                                "it fine-tunes, e.g. {spec: 'uta:B-14', checkpoint: PATH} or {pretrain: "
+                                "world-student.yaml, objective: uta}")
     elif not cfg.get("teacher"):
         raise UtabenchError(f"pretraining config {source}: objective {cfg['objective']} needs a `teacher` backbone "
                             "entry, e.g. {spec: 'clip:EVA01-g-14', checkpoint: PATH}")

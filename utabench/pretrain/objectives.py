@@ -34,7 +34,7 @@ Loss = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[to
 class Objective:
     name: str
     label: str  # how tables name it (the paper's Table 6 rows)
-    recipe: str  # the training recipe that runs it (pretrain.run.RECIPES): distill or contrastive
+    recipe: str  # the training recipe that runs it (pretrain.run.RECIPES): distill, contrastive or contrastive-ft
     student_input: str  # "kept": drop masked tokens; "mask_token": fill them with [MASK]; "full": no mask
     help: str
     loss: Optional[Loss] = None
@@ -90,5 +90,7 @@ for _objective in (
     Objective("uta+mim", "UTA+MIM", "distill", "mask_token",
               "[MASK] tokens in, cosine on kept + CLS and on masked positions", _masked_and_kept),
     Objective("clip", "CLIP (teacher)", "contrastive", "pairs", "image-text contrastive training of an open_clip model"),
+    Objective("clip-ft", "UTA†", "contrastive-ft", "pairs",
+              "contrastive fine-tuning of a UTA student with its CLIP text tower (paper A.1)"),
 ):
     OBJECTIVES.register(_objective.name, help=_objective.help)(_objective)

@@ -1,7 +1,8 @@
 """Backbone entries that name a pretraining config instead of a checkpoint: `{name: uta-student, pretrain:
 world-student.yaml, objective: mim}`. The config is trained once into the cache (keyed by its fingerprint, which
-covers its data and its teacher's checkpoint) and the entry becomes the exported backbone. Teachers inside a
-pretraining config may themselves be `{pretrain: ...}` entries, so a teacher and its students chain.
+covers its data and its teacher's checkpoint) and the entry becomes the exported backbone. Teachers (and the
+students that contrastive fine-tuning starts from) inside a pretraining config may themselves be `{pretrain: ...}`
+entries, so a teacher, its students and their fine-tuned versions chain.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ class PretrainedResolver:
         return self.world
 
     def config_for(self, entry: Dict[str, Any], train_teacher: bool = True) -> Dict[str, Any]:
-        """The pretraining config an entry names; its teacher, if itself a `pretrain:` entry, is trained first
-        (with `train_teacher` False it is only checked, as is everything else)."""
+        """The pretraining config an entry names; its teacher (or the student it fine-tunes, `init`), if itself a
+        `pretrain:` entry, is trained first (with `train_teacher` False it is only checked, as is everything else)."""
         path = config_path(str(entry["pretrain"]))
         raw = with_world(read_raw(path), self._world)
-        if isinstance(raw.get("teacher"), dict) and "pretrain" in raw["teacher"]:
-            if train_teacher:
-                raw["teacher"] = self.resolve_entry(raw["teacher"])
-            else:
-                self.config_for(raw["teacher"], train_teacher=False)
+        for key in ("teacher", "init"):
+            if isinstance(raw.get(key), dict) and "pretrain" in raw[key]:
+                if train_teacher:
+                    raw[key] = self.resolve_entry(raw[key])
+                else:
+                    self.config_for(raw[key], train_teacher=False)
         return build_config(raw, str(path), entry.get("objective"))
 
     def check(self, entries: List[Any]) -> None:
@@ -61,7 +63,8 @@ class PretrainedResolver:
         teacher = meta.get("teacher") or {}
         resolved["pretrain"] = {"objective": meta["objective"], "config": str(entry["pretrain"]),
                                 "steps": meta.get("steps"), "flops": meta.get("flops"),
-                                "teacher": teacher.get("name") or teacher.get("checkpoint"), "paper": cfg.get("paper")}
+                                "teacher": teacher.get("name") or teacher.get("checkpoint"), "paper": cfg.get("paper"),
+                                "init": (cfg.get("init") or {}).get("checkpoint")}
         return resolved
 
     def resolve(self, entries: List[Any]) -> List[Any]:

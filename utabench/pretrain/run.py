@@ -1,7 +1,8 @@
 """Build the recipe a pretraining config asks for, count its FLOPs, train it, and return the export's metadata.
 
 A recipe (what is trained, on which data, with which loss, and its export) registers in `RECIPES` under the name an
-objective's `recipe` gives: `distill` (UTA, MIM, FD, UTA+MIM from a frozen teacher) and `contrastive` (CLIP).
+objective's `recipe` gives: `distill` (UTA, MIM, FD, UTA+MIM from a frozen teacher), `contrastive` (CLIP) and
+`contrastive-ft` (a student's contrastive fine-tuning).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from utabench.core.distributed import DistInfo
-from utabench.pretrain import contrastive, distill  # noqa: F401  (register their recipes)
+from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.trainer import Trainer

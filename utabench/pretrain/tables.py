@@ -1,56 +1,148 @@
-"""Table 6 (pretraining objectives) for the students utabench pretrained: objective, student FLOPs, zero-shot top-1
-and the share of the teacher's, beside the published table."""
+"""Tables 6-8 (the pretraining ablations), from the records of backbones utabench pretrained.
+
+- Table 6 (pretraining objectives): each student (and the teacher, and contrastively fine-tuned students) with its
+  objective, counted FLOPs, zero-shot top-1 and its share of the teacher's, and the downstream columns (ImageNet
+  fine-tuning, COCO / LVIS box and mask AP, ADE20K mIoU) where those tasks ran for it.
+- Tables 7 (teacher) and 8 (mask ratio and type): the students of the ablation configs (`paper: {table, row}` in
+  `configs/pretrain/table7-*.yaml`, `table8-*.yaml`), each row named by its paper row, with the published row and
+  the difference beneath.
+"""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Tuple
 
 import pandas as pd
 
+from utabench.core.published import published_table
 from utabench.core.tablespec import TABLES, TableSpec, register_table
 from utabench.pretrain.objectives import OBJECTIVES
 
-TABLE6_ORDER = ("fd", "mim", "uta+mim", "uta", "clip")  # the paper's row order, then the teacher
+TABLE6_ORDER = ("fd", "mim", "uta+mim", "uta", "clip-ft", "clip")  # the paper's row order, then ours
+# (column, task, dataset type, metric): the downstream columns of Tables 6-8
+DOWNSTREAM: Tuple[Tuple[str, str, str, str], ...] = (
+    ("FT", "finetune-classification", "imagenet", "top1"),
+    ("COCO APbox", "detection", "coco", "box_ap"), ("COCO APmask", "detection", "coco", "mask_ap"),
+    ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap"),
+    ("ADE20K mIoU", "segmentation", "ade20k", "mIoU"),
+)
 
 
 def label(objective: str) -> str:
     return OBJECTIVES.get(objective).label if objective in OBJECTIVES.names() else objective
 
 
-def ablation_rows(records: pd.DataFrame) -> List[dict]:
-    """One row per pretrained backbone: objective, counted FLOPs (student forward+backward per image, and relative
-    to FD's), zero-shot top-1 on IN-1K and over the six sets, and IN-1K as a share of its teacher's."""
+def _scores(records: pd.DataFrame, task: str, dataset_type: str, metric: str) -> Dict[str, float]:
+    """backbone -> metric, over the complete records of (task, dataset type)."""
+    column = f"metrics.{metric}"
+    hits = records[(records.task == task) & (records.dataset_type == dataset_type) & (records.status == "complete")]
+    if column not in hits:
+        return {}
+    return {r.backbone: float(r[column]) for _, r in hits.iterrows() if pd.notna(r[column])}
+
+
+def _pretrained(records: pd.DataFrame) -> pd.DataFrame:
     if records.empty or "pretrain.objective" not in records:
-        return []
-    zero_shot = [datasets[0] for _, _, datasets, _ in TABLES.get("1").columns]  # Table 1's six sets
-    zs = records[(records.task == "zeroshot-classification") & (records.status == "complete")]
-    top1 = {(r.backbone, r.dataset_type): r["metrics.top1"] for _, r in zs.iterrows()}
+        return records.iloc[0:0]
+    return records.dropna(subset=["pretrain.objective"]).drop_duplicates("backbone")
+
+
+def _paper_table(row: pd.Series):
+    table = row.get("pretrain.paper.table")
+    return int(table) if table is not None and pd.notna(table) else None
+
+
+def _teacher_of(records: pd.DataFrame) -> Dict[str, str]:
+    """A pretrained backbone's teacher (or the student it fine-tuned) as a backbone name, where it was evaluated."""
     by_checkpoint = {r["provenance.backbone.checkpoint"]: r.backbone for _, r in records.iterrows()
                      if isinstance(r.get("provenance.backbone.checkpoint"), str)}
-    pretrained = records.dropna(subset=["pretrain.objective"]).drop_duplicates("backbone")
+    return {r.backbone: by_checkpoint.get(r.get("pretrain.teacher")) or by_checkpoint.get(r.get("pretrain.init"))
+            for _, r in _pretrained(records).iterrows()}
+
+
+def _downstream(records: pd.DataFrame, backbone: str) -> Dict[str, float]:
+    return {name: _scores(records, task, kind, metric).get(backbone) for name, task, kind, metric in DOWNSTREAM}
+
+
+def objective_rows(records: pd.DataFrame) -> List[dict]:
+    """Table 6: one row per pretrained backbone outside the Table 7 / 8 ablations."""
+    pretrained = _pretrained(records)
+    if pretrained.empty:
+        return []
+    zero_shot = [datasets[0] for _, _, datasets, _ in TABLES.get("1").columns]  # Table 1's six sets
+    top1 = {kind: _scores(records, "zeroshot-classification", kind, "top1") for kind in zero_shot}
     flops = {r["pretrain.objective"]: r.get("pretrain.flops.student_per_image") for _, r in pretrained.iterrows()}
-    fd = flops.get("fd")
+    fd, teachers = flops.get("fd"), _teacher_of(records)
     rows = []
     for _, r in pretrained.iterrows():
-        objective, backbone = r["pretrain.objective"], r.backbone
-        scores = [top1.get((backbone, d)) for d in zero_shot]
-        teacher = by_checkpoint.get(r.get("pretrain.teacher"))
-        own, theirs = top1.get((backbone, "imagenet")), top1.get((teacher, "imagenet"))
+        if _paper_table(r) in (7, 8):
+            continue
+        backbone = r.backbone
+        scores = [top1[kind].get(backbone) for kind in zero_shot]
+        teacher = teachers.get(backbone)
+        if r["pretrain.objective"] == "clip-ft":  # a fine-tuned student: its student's teacher
+            teacher = teachers.get(teacher)
+        own, theirs = top1["imagenet"].get(backbone), top1["imagenet"].get(teacher)
         student_flops = r.get("pretrain.flops.student_per_image")
-        rows.append({"table": 6, "backbone": backbone, "objective": label(objective),
-                     "teacher": teacher or "",
+        rows.append({"table": 6, "backbone": backbone, "objective": label(r["pretrain.objective"]),
+                     "from": teachers.get(backbone) or "",
                      "student GFLOPs/img": student_flops / 1e9 if pd.notna(student_flops) else None,
                      "FLOPs (× FD)": student_flops / fd if fd and pd.notna(student_flops) else None,
                      "ZS IN-1K": own,
                      "ZS avg": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
-                     "% of teacher": 100 * own / theirs if own is not None and theirs else None})
+                     "% of teacher": 100 * own / theirs if own is not None and theirs else None,
+                     **_downstream(records, backbone)})
     order = [OBJECTIVES.get(name).label for name in TABLE6_ORDER]
     return sorted(rows, key=lambda row: (order.index(row["objective"]) if row["objective"] in order else 99,
                                          row["backbone"]))
 
 
+def ablation_rows(table: int, columns: Tuple[str, ...]):
+    """Tables 7 / 8: one row per backbone whose pretraining config names a row of `table`, then the published row
+    and the difference in the columns both have."""
+    def rows(records: pd.DataFrame) -> List[dict]:
+        pretrained = _pretrained(records)
+        chosen = pretrained[[_paper_table(r) == table for _, r in pretrained.iterrows()]] if len(pretrained) else []
+        if not len(chosen):
+            return []
+        published = published_table(f"paper_table{table}.csv").set_index("config")
+        zs, teachers = _scores(records, "zeroshot-classification", "imagenet", "top1"), _teacher_of(records)
+        unmasked = [r.get("pretrain.flops.student_per_image") for _, r in pretrained.iterrows()
+                    if r["pretrain.objective"] == "fd" or str(r.get("pretrain.paper.row")) == "ratio 0.0"]
+        out = []
+        for _, r in sorted(chosen.iterrows(), key=lambda item: str(item[1]["pretrain.paper.row"])):
+            flops = r.get("pretrain.flops.student_per_image")
+            ours = {"teacher ZS": zs.get(teachers.get(r.backbone)), "ZS": zs.get(r.backbone),
+                    "FLOPs": flops / unmasked[0] if unmasked and pd.notna(flops) and unmasked[0] else None,
+                    **_downstream(records, r.backbone)}
+            ours = {c: ours.get(c) for c in columns}
+            row = str(r["pretrain.paper.row"])
+            paper = {c: (float(published.loc[row, c]) if c in published and pd.notna(published.loc[row, c]) else None)
+                     for c in columns}
+            delta = {c: ours[c] - paper[c] if c != "FLOPs" and ours[c] is not None and paper[c] is not None else None
+                     for c in columns}
+            out += [{"table": table, "row": row, "backbone": r.backbone, **ours},
+                    {"table": table, "row": "↳ paper", "backbone": "", **paper},
+                    {"table": table, "row": "↳ Δ (ours − paper)", "backbone": "",
+                     **{c: (f"{v:+.1f}" if v is not None else None) for c, v in delta.items()}}]
+        return out
+    return rows
+
+
 register_table(TableSpec(
-    6, "Table 6: pretraining objectives (students distilled by utabench), zero-shot top-1 (%)", "paper_table6.csv",
-    rows=ablation_rows, formats={"student GFLOPs/img": "{:.4f}", "FLOPs (× FD)": "{:.2f}×"},
+    6, "Table 6: pretraining objectives (students distilled by utabench): zero-shot and downstream (%)",
+    "paper_table6.csv", rows=objective_rows, formats={"student GFLOPs/img": "{:.4f}", "FLOPs (× FD)": "{:.2f}×"},
     published_note="; ViT-B, 90 epochs on ImageNet-21K; MIM has no zero-shot",
+))
+register_table(TableSpec(
+    7, "Table 7: the teacher CLIP model (students of configs/pretrain/table7-*.yaml), top-1 / AP / mIoU (%)",
+    "paper_table7.csv", rows=ablation_rows(7, ("teacher ZS", "ZS", "FT", "COCO APbox", "COCO APmask",
+                                                "ADE20K mIoU")),
+    published_note="; ViT-B/14 students, 90 epochs",
+))
+register_table(TableSpec(
+    8, "Table 8: mask ratio and type (students of configs/pretrain/table8-*.yaml), top-1 / AP / mIoU (%)",
+    "paper_table8.csv", rows=ablation_rows(8, ("FLOPs", "ZS", "FT", "COCO APbox", "COCO APmask", "ADE20K mIoU")),
+    formats={"FLOPs": "{:.2f}×"}, published_note="; ViT-B/14 students, 90 epochs; FLOPs relative to the unmasked "
+    "student",
 ))
