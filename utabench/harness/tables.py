@@ -1,6 +1,7 @@
 """Render result records as the tables that tasks register (`core/tablespec.py`): Tables 1 (zero-shot
-classification), 2 (zero-shot retrieval), 3 (LLaVA-Bench), 4 (zero-shot IN-1K and ADE20K), 5 (COCO / LVIS detection)
-and 6 (the pretraining objectives, from backbones utabench pretrained).
+classification), 2 (zero-shot retrieval), 3 (LLaVA-Bench), 4 (IN-1K zero-shot and fine-tuned, ADE20K), 5 (COCO /
+LVIS detection) and 6-8 (the pretraining objectives and ablations, from backbones utabench pretrained:
+`pretrain/tables.py`).
 
 Each backbone gives a row of our numbers; a backbone whose config names its paper row (`paper: {method, model,
 pairs}`) gets the published numbers and the difference beneath. The published tables are kept as data in
