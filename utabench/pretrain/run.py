@@ -15,7 +15,7 @@ from utabench.core.distributed import DistInfo
 from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
-from utabench.pretrain.trainer import Trainer
+from utabench.pretrain.trainer import Trainer, finished_run
 
 
 def build_recipe(cfg: Dict[str, Any], device: str = "cpu", dist: Optional[DistInfo] = None):
@@ -25,13 +25,9 @@ def build_recipe(cfg: Dict[str, Any], device: str = "cpu", dist: Optional[DistIn
 def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: DistInfo = DistInfo(),
              progress: bool = True, log: Callable[[str], None] = print, resume: Optional[str] = None) -> Dict[str, Any]:
     """Train (or continue, or reuse a finished run in `out_dir`) and return the contents of `final.json`."""
-    from utabench.pretrain.config import fingerprint
-
-    done = Path(out_dir) / "final.json"
-    if done.is_file():
-        meta = json.loads(done.read_text())
-        if meta.get("fingerprint") == fingerprint(cfg):
-            return meta
+    meta = finished_run(Path(out_dir), cfg)
+    if meta is not None:
+        return meta
     recipe = build_recipe(cfg, device, dist)
     if getattr(recipe, "teacher", None) is not None:  # distillation: the student's cost beside the teacher's
         from utabench.pretrain.flops import step_flops

@@ -90,6 +90,16 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(kept))
 
 
+def finished_run(out_dir: Path, cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The metadata (`final.json`) of a run of this configuration that finished in `out_dir`, or None."""
+    done = Path(out_dir) / "final.json"
+    if done.is_file():
+        meta = json.loads(done.read_text())
+        if meta.get("fingerprint") == fingerprint(cfg):
+            return meta
+    return None
+
+
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     found = sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
     return found[-1] if found else None

@@ -85,7 +85,7 @@ class FinetuneClassification(Task):
     def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any]]:
         from utabench.finetune.recipe import FinetuneRecipe
         from utabench.pretrain.config import fingerprint
-        from utabench.pretrain.trainer import Trainer
+        from utabench.pretrain.trainer import Trainer, finished_run
 
         root, samples = train_samples(data, options["train"])
         listing = hashlib.sha256("\n".join(f"{p.relative_to(root)}:{y}" for p, y in samples).encode()).hexdigest()
@@ -93,13 +93,13 @@ class FinetuneClassification(Task):
                "num_classes": len(data.class_ids), "train": {"root": str(root), "images": len(samples),
                                                             "listing": listing}}
         out = ctx.cache_dir / "finetune" / fingerprint(cfg)
-        done = out / "final.json"
-        if not (done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint(cfg)):
+        meta = finished_run(out, cfg)
+        if meta is None:
             log = print if ctx.dist.is_main else (lambda _: None)
             log(f"[{backbone.spec.key}] fine-tuning on {len(samples)} images of {root} into {out}")
-            Trainer(cfg, FinetuneRecipe(cfg, backbone, samples, len(data.class_ids)), out, device=ctx.device,
-                    dist=ctx.dist, progress=ctx.progress, log=log).run()
-        meta = json.loads(done.read_text())
+            done = Trainer(cfg, FinetuneRecipe(cfg, backbone, samples, len(data.class_ids)), out, device=ctx.device,
+                           dist=ctx.dist, progress=ctx.progress, log=log).run()
+            meta = json.loads(done.read_text())
         return Path(meta["finetuned"]), {"train_images": len(samples), "train_root": str(root), "steps": meta["steps"],
                                           "work_dir": str(out)}
 
