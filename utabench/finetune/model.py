@@ -11,12 +11,9 @@ import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from utabench.backbones.layer_map import group_matcher
 from utabench.core.errors import NotApplicable, UtabenchError
 
-# the tower's parameter names that are its embeddings (layer 0) and its blocks (layer i + 1), per tower kind
-_STEM = (r"^tower\.(?:cls_token|reg_token|pos_embed|patch_embed|norm_pre|class_embedding|positional_embedding|conv1"
-         r"|ln_pre)")
-_BLOCKS = r"^tower\.(?:blocks|transformer\.resblocks)\.(\d+)"
 _NO_DECAY = ("tower.cls_token", "tower.pos_embed", "tower.class_embedding", "tower.positional_embedding")
 
 
@@ -68,7 +65,7 @@ class Classifier(nn.Module):
 
     def group_matcher(self, coarse: bool = False) -> Dict:
         """timm's layer map: embeddings 0, block i -> i + 1, everything else (norm, head) after the last block."""
-        return {"stem": _STEM, "blocks": [(_BLOCKS, None)]}  # the rest, unmatched, comes last
+        return group_matcher("tower.")
 
     def no_weight_decay(self) -> Set[str]:
         names = {name for name, _ in self.named_parameters()}

@@ -41,6 +41,7 @@ from torch import nn
 
 from utabench.backbones.base import Backbone
 from utabench.backbones.factory import build_backbone
+from utabench.backbones.layer_map import group_matcher
 from utabench.backbones.uta import build_text_tower, build_uta_vision, load_uta_config, uta_config_names
 from utabench.backbones.uta_checkpoint import timm_to_release
 from utabench.core.checkpoint import load_strict
@@ -54,20 +55,16 @@ from utabench.pretrain.distill import _Normalize, release_text_state
 from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.schedule import warmup_cosine_steps
 
-# each tower's parameter names under `_Layered` (prefix `tower.`): its embeddings, and its blocks
-_VISION = (r"^tower\.(?:cls_token|pos_embed|patch_embed|norm_pre)", r"^tower\.blocks\.(\d+)")
-_TEXT = (r"^tower\.(?:token_embedding|positional_embedding|cls_emb)", r"^tower\.transformer\.resblocks\.(\d+)")
-
 
 class _Layered(nn.Module):
     """One tower with the layer map timm's layer decay reads: embeddings 0, block i -> i + 1, the rest last."""
 
-    def __init__(self, tower: nn.Module, names: Tuple[str, str]):
+    def __init__(self, tower: nn.Module):
         super().__init__()
-        self.tower, self.names = tower, names
+        self.tower = tower
 
     def group_matcher(self, coarse: bool = False) -> Dict:
-        return {"stem": self.names[0], "blocks": [(self.names[1], None)]}
+        return group_matcher("tower.")
 
     def no_weight_decay(self) -> List[str]:
         own = self.tower.no_weight_decay() if hasattr(self.tower, "no_weight_decay") else ()
@@ -163,9 +160,9 @@ class ContrastiveFinetuneRecipe:
     def param_groups(self, module: ContrastiveModel):
         weight_decay = float(self.cfg["optim"]["weight_decay"])
         text_decay = self.settings["text_layer_decay"] or self.settings["layer_decay"]
-        towers = [(_Layered(module.visual, _VISION), self.settings["layer_decay"])]
+        towers = [(_Layered(module.visual), self.settings["layer_decay"])]
         if not self.settings["lock_text"]:
-            towers.append((_Layered(module.text, _TEXT), text_decay))
+            towers.append((_Layered(module.text), text_decay))
         groups = []
         for tower, decay in towers:
             groups += param_groups_layer_decay(tower, weight_decay, tower.no_weight_decay(), layer_decay=decay)
