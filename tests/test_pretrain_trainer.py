@@ -179,3 +179,54 @@ def test_uta_step_costs_about_the_kept_fraction_of_fd(world):
     assert flops["uta+mim"]["student"] == pytest.approx(fd, rel=0.02)
     assert 0.45 < flops["uta"]["student"] / fd < 0.6  # 18 of 36 patches + CLS
     assert flops["uta"]["teacher"] == flops["fd"]["teacher"] > 0
+
+
+def test_teacher_token_cache_is_written_once_and_read_bit_identically(world, finished, tmp_path, monkeypatch):
+    """`teacher_cache: true`: the first run writes each epoch it saw in full (40 images / batch 8: epoch 0 of the 6
+    steps), a run of another objective reads it and skips the teacher there; the weights of both equal uncached runs."""
+    from utabench.pretrain.distill import DistillRecipe
+
+    calls = []
+    original = DistillRecipe.teacher_tokens
+    monkeypatch.setattr(DistillRecipe, "teacher_tokens", lambda self, images: calls.append(len(images)) or
+                        original(self, images))
+    runs = tmp_path / "runs"
+    pretrain(_cfg(world, teacher_cache=True), runs / "uta", progress=False, log=lambda _: None)
+    stored = sorted((runs / "teacher-tokens").glob("*/*.safetensors"))
+    assert [p.name for p in stored] == ["epoch-00000-rank-0.safetensors"]
+    assert load_file(stored[0])["tokens"].shape[0] == 40
+    a, b = load_file(finished[0] / "final.safetensors"), load_file(runs / "uta" / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # writing the cache changes nothing
+
+    calls.clear()
+    cached = pretrain(_cfg(world, objective="mim", teacher_cache=True), runs / "mim", progress=False, log=lambda _: None)
+    assert sum(calls) == 2 * 4 + 8  # the FLOP count's 4 images (twice) and step 6 (epoch 1); steps 1-5 read epoch 0
+    plain = pretrain(_cfg(world, objective="mim"), tmp_path / "mim-plain", progress=False, log=lambda _: None)
+    assert cached["flops"] == plain["flops"]  # counted with the teacher running
+    a, b = load_file(tmp_path / "mim-plain" / "final.safetensors"), load_file(runs / "mim" / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    calls.clear()  # another seed crops otherwise: its own key, the teacher runs every step
+    pretrain(_cfg(world, objective="mim", teacher_cache=True, seed=1), runs / "mim-1", progress=False,
+             log=lambda _: None)
+    assert sum(calls) == 2 * 4 + 6 * 8 and len(list((runs / "teacher-tokens").iterdir())) == 2
+
+
+def test_teacher_cache_is_for_distillation_only(world):
+    with pytest.raises(UtabenchError, match="teacher_cache applies to distillation"):
+        build_config({"objective": "clip", "model": "utabench-clip-world", "teacher_cache": True,
+                      "data": {"type": "imagefolder", "root": str(world)}})
+
+
+def test_small_sources_are_decoded_once_and_give_the_same_samples(world, monkeypatch):
+    from utabench.pretrain import data
+
+    records = data.index_imagefolder(str(world / "imagenet" / "train"))
+    kept = data.PretrainImages(records, 32, seed=0)
+    items = [kept[(i, epoch)] for epoch in (0, 1) for i in range(len(records))]
+    assert len(kept._decoded) == len(records)  # the world's 40 images fit: decoded once, read twice
+    monkeypatch.setattr(data, "KEEP_DECODED_BYTES", 40 * 80 * 64 * 3 - 1)  # one byte short: decoded at every read
+    fresh = data.PretrainImages(records, 32, seed=0)
+    again = [fresh[(i, epoch)] for epoch in (0, 1) for i in range(len(records))]
+    assert not fresh._decoded
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(items, again))

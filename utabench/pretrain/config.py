@@ -16,6 +16,9 @@
     precision: auto                       # bf16 autocast on GPU, fp32 on CPU
     checkpoint_every: 1000                # steps
     seed: 0
+    teacher_cache: false                  # true: keep the teacher's tokens per epoch in <out>/../teacher-tokens, so
+                                          # runs of other objectives or masks on the same data and teacher reuse
+                                          # them (bit-identical; small runs only, see teacher_cache.py)
 
 Every level is a schema: an unknown key (`optim: {epoch: 1}`) or a bad value is refused when the file is read.
 Unset values take the defaults below (the paper's, section 3 and REFERENCE.md). `steps` / `warmup_steps` in
@@ -50,7 +53,7 @@ from utabench.pretrain.masking import MASKS
 from utabench.pretrain.objectives import OBJECTIVES
 
 # what does not change the trained weights (so it may differ on resume)
-_RUN_ONLY = ("checkpoint_every", "workers", "student.grad_checkpointing", "paper.table", "paper.row")
+_RUN_ONLY = ("checkpoint_every", "workers", "teacher_cache", "student.grad_checkpointing", "paper.table", "paper.row")
 Range = Tuple[PositiveFloat, PositiveFloat]
 
 
@@ -146,6 +149,7 @@ class PretrainConfig(Schema):
     checkpoint_every: PositiveInt = 1000
     seed: NonNegativeInt = 0
     workers: NonNegativeInt = 4
+    teacher_cache: bool = False  # distillation: keep the teacher's tokens per epoch for runs of other objectives
     paper: Optional[PaperAblation] = None
 
     @field_validator("teacher", "init")
@@ -208,6 +212,9 @@ def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optio
     if objective:
         raw["objective"] = objective
     cfg = validated_dict(PretrainConfig, raw, f"pretraining config {source}", defaults=True)
+    if cfg["teacher_cache"] and OBJECTIVES.get(cfg["objective"]).recipe != "distill":
+        raise UtabenchError(f"pretraining config {source}: teacher_cache applies to distillation (uta, mim, fd, "
+                            f"uta+mim), not to objective {cfg['objective']}; remove it")
     if cfg["objective"] == "clip":
         if not cfg.get("model"):
             raise UtabenchError(f"pretraining config {source}: objective clip needs `model: <open_clip config>`")

@@ -149,15 +149,22 @@ def random_resized_crop_box(rng: np.random.Generator, width: int, height: int, s
     return (width - side) // 2, (height - side) // 2, side, side
 
 
+KEEP_DECODED_BYTES = 256 << 20  # a source whose decoded images fit in this is kept in memory after the first read
+
+
 class PretrainImages(Dataset):
-    """Items are (index, epoch) pairs; returns {"image": float (3, S, S) in [0, 1], "index", and "mask" and/or
-    "caption" when a mask generator / captions are used}."""
+    """Items are (index, epoch) pairs; returns {"image": float (3, S, S) in [0, 1], "index", "epoch", and "mask" and/or
+    "caption" when a mask generator / captions are used}. A small source (all images decoded within
+    `KEEP_DECODED_BYTES`, judged from the first image: the embedded world's) is decoded once and kept in memory, as
+    each loader process reads it; a large one is decoded at every read."""
 
     def __init__(self, records: List[Record], image_size: int, seed: int, scale: Tuple[float, float] = (0.4, 1.0),
                  hflip: bool = True, mask_fn: Optional[Callable[[np.random.Generator], np.ndarray]] = None,
                  ratio: Tuple[float, float] = (3 / 4, 4 / 3)):
         self.records, self.image_size, self.seed = records, int(image_size), int(seed)
         self.scale, self.ratio, self.hflip, self.mask_fn = tuple(scale), tuple(ratio), hflip, mask_fn
+        self._keep: Optional[bool] = None
+        self._decoded: Dict[int, Image.Image] = {}
 
     @classmethod
     def from_config(cls, data: Dict, image_size: int, seed: int, need_captions: bool = False,
@@ -169,16 +176,27 @@ class PretrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def _image(self, index: int) -> Image.Image:
+        image = self._decoded.get(index)
+        if image is None:
+            image = read_image(self.records[index])
+            if self._keep is None:
+                self._keep = len(self.records) * image.width * image.height * 3 <= KEEP_DECODED_BYTES
+            if self._keep:
+                self._decoded[index] = image
+        return image
+
     def __getitem__(self, item: Tuple[int, int]) -> Dict:
         index, epoch = item
         rng = np.random.default_rng([self.seed, epoch, index])
         record = self.records[index]
-        image = read_image(record)
+        image = self._image(index)
         left, top, w, h = random_resized_crop_box(rng, image.width, image.height, self.scale, self.ratio)
         image = image.resize((self.image_size, self.image_size), Image.BICUBIC, box=(left, top, left + w, top + h))
         if self.hflip and rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        out = {"image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255), "index": index}
+        out = {"image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255), "index": index,
+               "epoch": epoch}
         if record.caption is not None:
             lines = [line for line in record.caption.splitlines() if line.strip()] or [""]
             out["caption"] = lines[int(rng.integers(len(lines)))]

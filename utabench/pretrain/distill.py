@@ -22,6 +22,7 @@ from utabench.backbones.factory import build_backbone
 from utabench.backbones.uta import build_text_tower
 from utabench.backbones.uta_checkpoint import timm_to_release
 from utabench.core.checkpoint import load_strict
+from utabench.core.distributed import DistInfo
 from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.io import atomic_write
 from utabench.pretrain.data import PretrainImages
@@ -29,6 +30,7 @@ from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.student import Student
+from utabench.pretrain.teacher_cache import TeacherTokenCache, cache_key
 
 
 def release_text_state(teacher: Backbone) -> Dict[str, torch.Tensor]:
@@ -60,7 +62,7 @@ class DistillRecipe:
     need_captions = False
 
     def __init__(self, cfg: Dict[str, Any], device: str = "cpu", dist=None, teacher: Backbone | None = None):
-        self.cfg = cfg
+        self.cfg, self.device, self.dist = cfg, device, dist or DistInfo()
         self.objective = OBJECTIVES.get(cfg["objective"])
         student_cfg = cfg["student"]
         with torch.random.fork_rng(devices=[]):  # the config's seed alone decides the initial weights
@@ -77,6 +79,17 @@ class DistillRecipe:
         self._check_text()
         self.masks = MaskGenerator(self.module.grid, MaskSpec(**cfg["mask"])) if self.objective.uses_mask else None
         self.dataset = PretrainImages.from_config(cfg["data"], self.image_size, int(cfg["seed"]), mask_fn=self.masks)
+        self.cache: TeacherTokenCache | None = None
+
+    def use_teacher_cache(self, root: Path) -> None:
+        """Keep the teacher's tokens per epoch under `root`/<key> and read them when there (`teacher_cache: true`)."""
+        optim = self.cfg["optim"]
+        layout = {"batch": optim["batch_size"], "processes": self.dist.world_size, "accumulation": optim["grad_accum"],
+                  "precision": self.cfg["precision"], "device": torch.device(self.device).type}
+        sizes = {"student": self.image_size, "teacher": self.teacher_size}
+        key = cache_key(self.cfg, [r.source for r in self.dataset.records], sizes, layout)
+        per_epoch = len(self.dataset) // optim["batch_size"] * optim["batch_size"] // self.dist.world_size
+        self.cache = TeacherTokenCache(Path(root) / key, per_epoch, self.dist.rank)
 
     def _check_teacher(self, device: str) -> None:
         key, config = self.teacher.spec.key, self.module.config
@@ -114,10 +127,22 @@ class DistillRecipe:
             images = F.interpolate(images, size=self.teacher_size, mode="bicubic", align_corners=False)
         return self.teacher.joint_tokens(self.teacher_norm(images))
 
+    def _targets(self, images: torch.Tensor, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's tokens for the batch: from the token cache when it holds them, else computed (and kept)."""
+        if self.cache is None:
+            return self.teacher_tokens(images)
+        epoch, index = int(batch["epoch"][0]), batch["index"]
+        stored = self.cache.get(epoch, index)
+        if stored is not None:
+            return stored.to(images.device, non_blocking=True)
+        tokens = self.teacher_tokens(images)
+        self.cache.put(epoch, index, tokens)
+        return tokens
+
     def loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         images = batch["image"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True) if "mask" in batch else None
-        target = self.teacher_tokens(images).float()
+        target = self._targets(images, batch).float()
         x = self.student_norm(images)
         keep = None
         if self.objective.student_input == "kept":

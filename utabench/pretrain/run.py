@@ -35,5 +35,7 @@ def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: Dist
         recipe.flops = step_flops(recipe, batch_size=4, device=device)
         log(f"FLOPs per image and step: student {recipe.flops['student_per_image'] / 1e9:.3f} G, teacher "
             f"{recipe.flops['teacher_per_image'] / 1e9:.3f} G")
+    if cfg["teacher_cache"]:  # after the FLOP count, which must see the teacher run
+        recipe.use_teacher_cache(Path(out_dir).parent / "teacher-tokens")
     trainer = Trainer(cfg, recipe, Path(out_dir), device=device, dist=dist, progress=progress, log=log)
     return json.loads(trainer.run(Path(resume) if resume else None).read_text())
