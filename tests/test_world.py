@@ -28,9 +28,10 @@ def _digest(root):
 
 def test_world_is_seeded(tmp_path):
     counts = {"val": 1, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 3, "coco": 3, "train": 1,
-              "pairs": 3, "llava_pretrain": 2, "llava_instruct": 3, "llava_bench": 1}
+              "pairs": 3, "det_train": 3, "det_val": 2, "seg_train": 2, "seg_val": 2, "llava_pretrain": 2,
+              "llava_instruct": 3, "llava_bench": 1}
     a = _digest(generate_world(tmp_path / "a", seed=1, counts=counts))
-    b = _digest(generate_world(tmp_path / "b", seed=1, counts=counts))
+    b = _digest(generate_world(tmp_path / "b", seed=1, counts=counts, workers=2))  # parts written at once: same files
     c = _digest(generate_world(tmp_path / "c", seed=2, counts=counts))
     assert a == b != c
 

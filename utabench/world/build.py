@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -35,6 +38,7 @@ DEFAULT_COUNTS = {"val": 20, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectne
                   "coco": 150, "train": 300, "pairs": 6000, "det_train": 400, "det_val": 100,
                   "seg_train": 400, "seg_val": 100, "llava_pretrain": 400, "llava_instruct": 400, "llava_bench": 8}
 PAIRS_PER_SHARD = 1000
+PARALLEL_FROM = 2000  # counts (summed) from which ensure_world writes the parts in several processes
 A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
 R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
 OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
@@ -169,49 +173,69 @@ def pair_captions(scene: Scene) -> List[str]:
             f"{things} in the image."]
 
 
-def _pairs(root: Path, seed: int, count: int) -> None:
-    """Webdataset shards of (jpg, txt, five captions); three in four images show one object, the rest several."""
+def _pair_shard(root: Path, seed: int, first: int, count: int) -> None:
+    """One webdataset shard of pairs `first` .. (jpg, txt with five captions); three in four images show one object,
+    the rest several."""
     import io
     import tarfile
 
     folder = root / "pairs"
     folder.mkdir(parents=True, exist_ok=True)
-    for first in range(0, count, PAIRS_PER_SHARD):
-        with tarfile.open(folder / f"pairs-{first // PAIRS_PER_SHARD:05d}.tar", "w") as tar:
-            for i in range(first, min(count, first + PAIRS_PER_SHARD)):
-                rng = _rng(seed, "pairs", i)
-                scene = _single(rng, int(rng.integers(len(SHAPES)))) if i % 4 else _captioned_scene(rng)
-                image = io.BytesIO()
-                render(scene, "photo", rng).save(image, format="JPEG", quality=90)
-                for ext, data in (("jpg", image.getvalue()), ("txt", "\n".join(pair_captions(scene)).encode())):
-                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(folder / f"pairs-{first // PAIRS_PER_SHARD:05d}.tar", "w") as tar:
+        for i in range(first, min(count, first + PAIRS_PER_SHARD)):
+            rng = _rng(seed, "pairs", i)
+            scene = _single(rng, int(rng.integers(len(SHAPES)))) if i % 4 else _captioned_scene(rng)
+            image = io.BytesIO()
+            render(scene, "photo", rng).save(image, format="JPEG", quality=90)
+            for ext, data in (("jpg", image.getvalue()), ("txt", "\n".join(pair_captions(scene)).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
 
 
-def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] = None) -> Path:
+def _llava(root: Path, seed: int, counts: Dict[str, int]) -> None:
+    from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
+
+    texts = write_llava_sets(root, partial(_rng, seed), _captioned_scene, counts)
+    write_tiny_llm(root / "llava" / "llm", texts, seed)
+
+
+def _parts(seed: int, counts: Dict[str, int]) -> List[Callable[[Path], Any]]:
+    """The world's parts, each written from its own random streams into its own files, so they may be written in any
+    order or at once; the slowest first (pair shards and the dense sets), which balances them over processes."""
+    streams = partial(_rng, seed)
+    parts: List[Callable[[Path], Any]] = []
+    if counts["det_train"]:
+        parts.append(partial(write_detection_sets, rng=streams, counts=counts))
+    if counts["train"]:
+        parts.append(partial(_train_split, seed=seed, count=counts["train"]))
+    parts += [partial(_pair_shard, seed=seed, first=first, count=counts["pairs"])
+              for first in range(0, counts["pairs"], PAIRS_PER_SHARD)]
+    if counts["llava_pretrain"] or counts["llava_instruct"]:
+        parts.append(partial(_llava, seed=seed, counts=counts))
+    if counts["seg_train"]:
+        parts.append(partial(write_segmentation_set, rng=streams, counts=counts))
+    parts += [partial(_class_sets, seed=seed, counts=counts), partial(_objectnet, seed=seed, count=counts["objectnet"])]
+    parts += [partial(_retrieval, seed=seed, stream=stream, count=counts[stream]) for stream in ("flickr30k", "coco")]
+    return parts
+
+
+def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] = None, workers: int = 1) -> Path:
+    """Write the world into `root`; with `workers` > 1 its parts are written by that many processes at once (the
+    same files). The processes are spawned, not forked (the parent may hold torch's thread pools), so a script that
+    calls this with workers > 1 needs the usual `if __name__ == "__main__":` guard."""
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.json").write_text(json.dumps([[w, s] for w, s in zip(world_wnids(), SHAPES)]))
-    _class_sets(root, seed, counts)
-    _objectnet(root, seed, counts["objectnet"])
-    _retrieval(root, seed, "flickr30k", counts["flickr30k"])
-    _retrieval(root, seed, "coco", counts["coco"])
-    if counts["train"]:
-        _train_split(root, seed, counts["train"])
-    if counts["pairs"]:
-        _pairs(root, seed, counts["pairs"])
-    stream_rng = lambda stream, index: _rng(seed, stream, index)  # noqa: E731
-    if counts["det_train"]:
-        write_detection_sets(root, stream_rng, counts)
-    if counts["seg_train"]:
-        write_segmentation_set(root, stream_rng, counts)
-    if counts["llava_pretrain"] or counts["llava_instruct"]:
-        from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
-
-        texts = write_llava_sets(root, stream_rng, _captioned_scene, counts)
-        write_tiny_llm(root / "llava" / "llm", texts, seed)
+    parts = _parts(seed, counts)
+    if workers <= 1:
+        for part in parts:
+            part(root)
+        return root
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(part, root) for part in parts]:
+            done.result()
     return root
 
 
@@ -221,14 +245,18 @@ def world_root(cache_dir: Path, cfg: Dict[str, Any]) -> Path:
     return Path(cache_dir) / "world" / f"v{GENERATOR_VERSION}-{key}"
 
 
-def ensure_world(cache_dir: Path, cfg: Dict[str, Any]) -> Path:
-    """The world for `cfg` ({seed, counts}) under cache_dir, generated once (atomically) and reused after."""
+def ensure_world(cache_dir: Path, cfg: Dict[str, Any], workers: Optional[int] = None) -> Path:
+    """The world for `cfg` ({seed, counts}) under cache_dir, generated once (atomically, by `workers` processes;
+    default: up to 4 of the CPUs for a world the size of the default one, else 1) and reused after."""
     root = world_root(cache_dir, cfg)
     if root.is_dir():
         return root
     tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    generate_world(tmp, seed=int(cfg.get("seed", 0)), counts=cfg.get("counts"))
+    if workers is None:  # starting the processes costs seconds: worth it for the default world, not a tiny one
+        counts = {**DEFAULT_COUNTS, **(cfg.get("counts") or {})}
+        workers = min(4, os.cpu_count() or 1) if sum(counts.values()) >= PARALLEL_FROM else 1
+    generate_world(tmp, seed=int(cfg.get("seed", 0)), counts=cfg.get("counts"), workers=workers)
     try:
         os.rename(tmp, root)
     except OSError:  # another process finished first
