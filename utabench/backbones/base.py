@@ -118,6 +118,18 @@ class Backbone(nn.Module):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    def weights_fingerprint(self) -> str:
+        """sha256 over the class, the spec and every tensor of the state (the bytes as stored, any dtype or device),
+        computed once: what the image-feature cache keys a backbone by."""
+        if getattr(self, "_weights_fingerprint", None) is None:
+            digest = hashlib.sha256(type(self).__name__.encode())
+            digest.update(repr(sorted(self.spec.to_dict().items())).encode())
+            for name, tensor in sorted(self.state_dict().items()):
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_fingerprint = digest.hexdigest()
+        return self._weights_fingerprint
+
     @property
     def zero_shot_ready(self) -> bool:
         return self.info.embed_dim is not None and self.info.has_text

@@ -1,8 +1,13 @@
-"""Run settings shared by every task: device, batch size, loader workers, precision, caches, distributed info."""
+"""Run settings shared by every task: device, batch size, loader workers, precision, caches, distributed info.
+
+`precision: auto` and `workers: auto` are resolved here from the device: bf16 autocast and loader workers from the
+CPU count on CUDA; fp32 and no worker processes on CPU (so CPU runs and their metrics are as they always were).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,6 +18,29 @@ from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+MAX_AUTO_WORKERS = 16  # past this a GPU's eval loader gains nothing (REFERENCE.md: clip_benchmark 8 vs 16 workers)
+
+
+def resolve_precision(name: str, device_type: str) -> str:
+    """`auto`: bf16 autocast on CUDA (every adapter's bf16 features are checked against fp32 by the CUDA tests), fp32
+    elsewhere."""
+    if name == "auto":
+        return "amp_bf16" if device_type == "cuda" else "fp32"
+    return name
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_workers(value, device_type: str, local_world_size: int = 1) -> int:
+    """`auto`: on CUDA, the CPUs this process may use shared among the GPU processes of this node, one left for the
+    process itself, at most MAX_AUTO_WORKERS; on CPU 0 (decoding in the process that also runs the model)."""
+    if value != "auto":
+        return int(value)
+    if device_type != "cuda":
+        return 0
+    return max(1, min(MAX_AUTO_WORKERS, available_cpus() // max(1, local_world_size) - 1))
 
 
 @dataclass
@@ -23,6 +51,8 @@ class RunContext:
     precision: str = "fp32"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "utabench")
     skip_corrupt: bool = False
+    decode: str = "pil"  # pil: PIL in the loader workers; gpu: nvjpeg on the device (datasets/gpu_decode.py)
+    feature_cache: bool = True  # image features of zero-shot and retrieval kept in cache_dir/features
     progress: bool = True
     dist: DistInfo = field(default_factory=DistInfo)
     work_dir: Optional[Path] = None  # where a task that trains keeps its checkpoints and logs (set per job)
@@ -30,6 +60,11 @@ class RunContext:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise UtabenchError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.decode not in ("pil", "gpu"):
+            raise UtabenchError(f"unknown decode {self.decode!r}; choose pil or gpu")
+        if self.decode == "gpu" and self.device_type != "cuda":
+            raise UtabenchError(f"--decode gpu decodes JPEGs with nvjpeg on a CUDA device; this run's device is "
+                                f"{self.device}; use --decode pil (the default) or --device cuda")
         if self.batch_size < 1:
             raise UtabenchError(f"batch size must be positive, got {self.batch_size}")
         self.cache_dir = Path(self.cache_dir).expanduser()

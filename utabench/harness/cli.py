@@ -27,12 +27,17 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="rerun jobs whose records are already complete")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--batch-size")
-    p.add_argument("--workers", help="data-loader worker processes")
-    p.add_argument("--precision", help="fp32 (default), amp_bf16 or amp_fp16")
+    p.add_argument("--workers", help="data-loader worker processes; auto (default): 0 on CPU, from the CPU and GPU "
+                   "counts on CUDA")
+    p.add_argument("--precision", help="auto (default: amp_bf16 on CUDA, fp32 on CPU), fp32, amp_bf16 or amp_fp16")
     p.add_argument("--threads", help="torch CPU threads")
     p.add_argument("--cache-dir", help="text classifiers and the embedded world (default ~/.cache/utabench)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip unreadable images instead of stopping (they are counted in the record)")
+    p.add_argument("--decode", help="pil (default): decode in the loader workers; gpu: batched nvjpeg decode and "
+                   "resize on the GPU (pixels differ slightly; see bench/zeroshot_throughput.py)")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="encode the images again instead of reading cached image features")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -64,6 +69,21 @@ def _add_run_all(sub) -> None:
     run_all = sub.add_parser("run-all", help="every (backbone, task, dataset) of a config, then the tables")
     run_all.add_argument("--config", help="YAML config (default: the embedded default)")
     _add_run_settings(run_all)
+    launch = run_all.add_argument_group("launching on a cluster (submitit; see utabench/harness/launcher.py)")
+    launch.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
+                        help="inline (default): run here (under torchrun if started so); slurm: submit the pending "
+                        "cells as Slurm jobs; local: the same jobs as processes on this machine")
+    launch.add_argument("--partition", help="Slurm partition")
+    launch.add_argument("--gpus-per-job", help="GPUs (one process each) of a training or pretraining job (default 8)")
+    launch.add_argument("--array-parallelism", help="evaluation cells running at once (default 64)")
+    launch.add_argument("--timeout-min", help="time limit of each job; a timed-out job requeues itself (default 1440)")
+    launch.add_argument("--cpus-per-task", help="CPUs of each process, for its loader workers (default 10)")
+
+
+def _add_status(sub) -> None:
+    status = sub.add_parser("status", help="done / running / failed / pending cells of a results directory, with "
+                            "the log of each failure")
+    status.add_argument("--results", default=DEFAULT_RESULTS)
 
 
 def _add_pretrain(sub) -> None:
@@ -77,7 +97,7 @@ def _add_pretrain(sub) -> None:
     pre.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, final.safetensors")
     pre.add_argument("--resume", help="a checkpoint to continue from (default: the latest one in --out)")
     pre.add_argument("--device", help="auto (default), cpu or cuda")
-    pre.add_argument("--workers", help="data-loader worker processes (default: the config's)")
+    pre.add_argument("--workers", help="data-loader worker processes, or auto (default: the config's)")
     pre.add_argument("--threads", help="torch CPU threads")
     pre.add_argument("--cache-dir", help="where a `{world}` config's embedded world and `pretrain:` teachers are kept "
                      "(default ~/.cache/utabench)")
@@ -116,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="utabench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered backbone families, tasks, dataset types and tables")
-    for add in (_add_run, _add_run_all, _add_pretrain, _add_masks, _add_tables):
+    for add in (_add_run, _add_run_all, _add_status, _add_pretrain, _add_masks, _add_tables):
         add(sub)
     return parser
 

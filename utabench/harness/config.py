@@ -55,11 +55,23 @@ class Settings(Schema):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: PositiveInt = 64
-    workers: NonNegativeInt = 0  # data-loader worker processes
-    precision: Literal[PRECISIONS] = "fp32"
+    workers: Union[int, str] = "auto"  # data-loader processes (auto: 0 on CPU, CPUs on CUDA)
+    precision: Literal[("auto",) + PRECISIONS] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     threads: Optional[PositiveInt] = None  # torch CPU threads
     cache_dir: Optional[str] = None  # text classifiers, trained models, the embedded world
     skip_corrupt: bool = False
+    decode: Literal["pil", "gpu"] = "pil"  # gpu: batched nvjpeg decode and resize on the device (pixels differ a little)
+    feature_cache: bool = True  # keep zero-shot / retrieval image features in the cache directory
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value):
+        text = str(value).strip()
+        if text == "auto":
+            return text
+        if not text.isdigit():
+            raise ValueError(f"Input should be auto or a number of processes >= 0 (got {value!r})")
+        return int(text)
 
 
 class WorldConfig(Schema):

@@ -34,6 +34,11 @@ class Job:
     dataset: Dict[str, Any]
     path: Path
 
+    @property
+    def cell(self) -> str:
+        """The job's name in a launched sweep: its record's path under the results directory, without `.json`."""
+        return f"{self.path.parent.parent.name}/{self.path.parent.name}/{self.path.stem}"
+
 
 def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], results: Path) -> List[Job]:
     jobs = []
@@ -74,7 +79,8 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
                         "skipped_images": out.skipped_images if out else None},
             "task_details": out.details if out else {},
             "run": {"device": ctx.device, "precision": ctx.precision, "batch_size": ctx.batch_size,
-                    "workers": ctx.workers, "world_size": ctx.dist.world_size},
+                    "workers": ctx.workers, "world_size": ctx.dist.world_size, "decode": ctx.decode,
+                    "feature_cache": ctx.feature_cache},
             "device": provenance.device_description(ctx.device),
             "code_version": provenance.code_version(),
             "libraries": provenance.library_versions(),

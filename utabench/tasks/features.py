@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from utabench.core.context import RunContext
 from utabench.core.distributed import StridedBatchSampler, gather_rows
+from utabench.datasets.gpu_decode import EncodedImageList, TensorTransform, collate_encoded, decode_batch
 from utabench.datasets.images import ImageList, collate_skipping
 
 
@@ -21,6 +22,7 @@ class Features:
     targets: torch.Tensor  # (n_kept,)
     indices: torch.Tensor  # (n_kept,) dataset indices of the rows; the rest were skipped corrupt images
     seconds: float  # wall time of the extraction loop on this rank
+    cached: bool = False  # read from the feature cache (tasks/feature_cache.py)
 
     def skipped(self, total: int) -> int:
         return total - len(self.indices)
@@ -28,15 +30,23 @@ class Features:
 
 def extract(encode: Callable[[torch.Tensor], torch.Tensor], dataset: ImageList, ctx: RunContext,
             desc: str) -> Features:
+    """Features of every image, in dataset order on every rank. With `ctx.decode == "gpu"` the loader yields file
+    bytes and the batch is decoded and transformed on the device."""
+    on_device = TensorTransform.of(dataset.transform) if ctx.decode == "gpu" else None
     loader = DataLoader(
-        dataset, batch_sampler=StridedBatchSampler(len(dataset), ctx.batch_size, ctx.dist),
-        num_workers=ctx.workers, collate_fn=collate_skipping, pin_memory=ctx.device_type == "cuda",
-        persistent_workers=False,
+        EncodedImageList(dataset) if on_device else dataset,
+        batch_sampler=StridedBatchSampler(len(dataset), ctx.batch_size, ctx.dist), num_workers=ctx.workers,
+        collate_fn=collate_encoded if on_device else collate_skipping, pin_memory=ctx.device_type == "cuda",
+        persistent_workers=ctx.workers > 0, prefetch_factor=4 if ctx.workers > 0 else None,
     )
     feats, targets, indices = [], [], []
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not (ctx.progress and ctx.dist.is_main), leave=False):
+            if batch is not None and on_device:
+                encoded, target, index = batch
+                decoded = decode_batch(encoded, index, dataset, on_device, ctx.device)
+                batch = None if decoded is None else (decoded[0], target[decoded[1]], index[decoded[1]])
             if batch is None:
                 continue
             images, target, index = batch

@@ -14,7 +14,7 @@ from utabench.core.registry import TASKS
 from utabench.core.tablespec import TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
-from utabench.tasks.features import extract
+from utabench.tasks.feature_cache import image_features
 from utabench.tasks.metrics import retrieval_recall
 
 KS = (1, 5, 10)
@@ -45,7 +45,7 @@ class Retrieval(Task):
             raise NotApplicable(f"{backbone.spec.key} has no joint image-text space with a text tower")
         images = ImageList([(path, i) for i, path in enumerate(data.images)], backbone.image_transform(),
                            ctx.skip_corrupt)
-        feats = extract(backbone.encode_image, images, ctx, desc=data.name)
+        feats = image_features(backbone, images, ctx, data.name)
         kept = feats.indices
         texts = [c for i in kept.tolist() for c in data.captions[i]]
         text_image = torch.tensor([i for i in kept.tolist() for _ in data.captions[i]])
@@ -57,7 +57,7 @@ class Retrieval(Task):
         text_r = retrieval_recall(scores.T, positives.T, KS)
         metrics = {f"text_r{k}": text_r[k] for k in KS} | {f"image_r{k}": image_r[k] for k in KS}
         return TaskOutput(metrics=metrics, num_images=len(kept), skipped_images=feats.skipped(len(images)),
-                          model_seconds=feats.seconds, details={"num_texts": len(texts)})
+                          model_seconds=feats.seconds, details={"num_texts": len(texts), "image_features": "cached" if feats.cached else "computed"})
 
 
 register_table(TableSpec(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +26,26 @@ def classifier_key(text_fingerprint: str, classnames: List[str], templates: List
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def compute_classifier(backbone: Backbone, classnames: List[str], templates: List[str], ctx: RunContext
-                       ) -> torch.Tensor:
-    """(embed_dim, classes): per class, normalise each template's embedding, average, normalise again."""
+GPU_PROMPTS_PER_BATCH = 2048  # prompts per text-tower forward on CUDA (whole classes: 25 classes x 80 templates)
+
+
+def compute_classifier(backbone: Backbone, classnames: List[str], templates: List[str], ctx: RunContext,
+                       classes_per_batch: Optional[int] = None) -> torch.Tensor:
+    """(embed_dim, classes): per class, normalise each template's embedding, average, normalise again. By default
+    many classes go through the text tower at once on CUDA; on CPU one class per forward, as it always was."""
+    per_batch = classes_per_batch or (max(1, GPU_PROMPTS_PER_BATCH // len(templates))
+                                      if ctx.device_type == "cuda" else 1)
     columns = []
     with torch.inference_mode():
-        for name in tqdm(classnames, desc="text classifier", disable=not (ctx.progress and ctx.dist.is_main),
-                         leave=False):
-            tokens = backbone.tokenize([t.format(c=name) for t in templates]).to(ctx.device)
+        for start in tqdm(range(0, len(classnames), per_batch), desc="text classifier",
+                          disable=not (ctx.progress and ctx.dist.is_main), leave=False):
+            names = classnames[start:start + per_batch]
+            tokens = backbone.tokenize([t.format(c=name) for name in names for t in templates])
             with ctx.autocast():
-                emb = backbone.encode_text(tokens)
-            mean = F.normalize(emb.float(), dim=-1).mean(dim=0)
-            columns.append(mean / mean.norm())
-    return torch.stack(columns, dim=1).cpu()
+                emb = backbone.encode_text(tokens.to(ctx.device, non_blocking=True))
+            mean = F.normalize(emb.float(), dim=-1).view(len(names), len(templates), -1).mean(dim=1)
+            columns.append(mean / mean.norm(dim=-1, keepdim=True))
+    return torch.cat(columns).T.cpu()
 
 
 def zero_shot_classifier(backbone: Backbone, classnames: List[str], templates: List[str], ctx: RunContext

@@ -9,7 +9,7 @@ from utabench.core.registry import TASKS
 from utabench.core.tablespec import TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
-from utabench.tasks.features import extract
+from utabench.tasks.feature_cache import image_features
 from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
 from utabench.tasks.text_classifier import zero_shot_classifier
 
@@ -25,7 +25,7 @@ class ZeroShotClassification(Task):
             raise NotApplicable(f"{backbone.spec.key} has no joint image-text space with a text tower")
         classifier = zero_shot_classifier(backbone, data.classnames, data.templates, ctx)
         images = ImageList(data.samples, backbone.image_transform(), ctx.skip_corrupt)
-        feats = extract(backbone.encode_image, images, ctx, desc=f"{data.name}")
+        feats = image_features(backbone, images, ctx, f"{data.name}")
         logits = 100.0 * F.normalize(feats.features, dim=-1) @ classifier
         acc = topk_accuracy(logits, feats.targets, (1, 5))
         metrics = {"top1": acc[1], "mean_per_class_recall": mean_per_class_recall(logits.argmax(1), feats.targets)}
@@ -34,7 +34,8 @@ class ZeroShotClassification(Task):
         return TaskOutput(
             metrics=metrics, num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
             model_seconds=feats.seconds,
-            details={"num_classes": len(data.classnames), "num_templates": len(data.templates)},
+            details={"num_classes": len(data.classnames), "num_templates": len(data.templates),
+                     "image_features": "cached" if feats.cached else "computed"},
         )
 
 
