@@ -18,7 +18,7 @@ def _device_type(device: str) -> str:
     return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
-SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir")
+SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir", "decode")
 
 
 def _settings(args, settings: dict) -> dict:
@@ -29,25 +29,35 @@ def _settings(args, settings: dict) -> dict:
     given = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
     if getattr(args, "skip_corrupt", False):
         given["skip_corrupt"] = True
+    if getattr(args, "no_feature_cache", False):
+        given["feature_cache"] = False
     return {**settings, **validated_dict(Settings, given, "command line", name=flag_name)}
+
+
+def _local_world_size() -> int:
+    """Processes on this node (torchrun and submitit's torch environment set LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def _context(args, settings: dict):
     import torch
 
-    from utabench.core.context import RunContext, resolve_device
+    from utabench.core.context import RunContext, resolve_device, resolve_precision, resolve_workers
     from utabench.core.distributed import init_distributed
 
     settings = _settings(args, settings)
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
     device = settings.get("device", "auto")
-    info = init_distributed(_device_type(device))
+    kind = _device_type(device)
+    info = init_distributed(kind)
     cache = settings.get("cache_dir") or os.environ.get("UTABENCH_CACHE") or Path.home() / ".cache" / "utabench"
     return RunContext(
         device=resolve_device(device, info), batch_size=int(settings.get("batch_size", 64)),
-        workers=int(settings.get("workers", 0)), precision=settings.get("precision", "fp32"), cache_dir=Path(cache),
-        skip_corrupt=bool(settings.get("skip_corrupt")),
+        workers=resolve_workers(settings.get("workers", "auto"), kind, _local_world_size()),
+        precision=resolve_precision(settings.get("precision", "auto"), kind), cache_dir=Path(cache),
+        skip_corrupt=bool(settings.get("skip_corrupt")), decode=settings.get("decode", "pil"),
+        feature_cache=settings.get("feature_cache", True),
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(), dist=info,
     )
 
@@ -99,10 +109,12 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _run(args, backbones, tasks, results: Path, ctx) -> int:
+def _run(args, backbones, tasks, results: Path, ctx, cells=None) -> int:
     from utabench.harness.runner import plan_jobs, run_jobs
 
     jobs = plan_jobs(backbones, tasks, results)
+    if cells is not None:
+        jobs = [job for job in jobs if job.cell in cells]
     run_jobs(jobs, ctx, force=args.force, log=print if ctx.dist.is_main else (lambda _: None))
     return 0
 
@@ -117,17 +129,18 @@ def cmd_run(args) -> int:
     return _run(args, [backbone], {args.task: [dataset]}, results, ctx)
 
 
-def cmd_run_all(args) -> int:
+def prepare_run_all(args, settings_override=None):
+    """What every `run-all` starts with, in this process: the checked config, the run context, the results
+    directory (writable), the embedded world if the config has one, and every pretraining config checked.
+    Returns (config, context, results, resolver); nothing is trained yet."""
     from utabench.core.distributed import barrier
     from utabench.core.io import check_writable_dir
     from utabench.harness.config import load_config, substitute_world
-    from utabench.harness.store import load_results
-    from utabench.harness.tables import render
     from utabench.pretrain.resolve import PretrainedResolver
     from utabench.world import ensure_world, world_root
 
     cfg = load_config(args.config)
-    ctx = _context(args, cfg.settings)
+    ctx = _context(args, {**cfg.settings, **(settings_override or {})})
     for note in cfg.notes if ctx.dist.is_main else ():
         print(f"utabench: note: {note}", file=sys.stderr)
     results = Path(args.results or cfg.results or DEFAULT_RESULTS)
@@ -142,13 +155,39 @@ def cmd_run_all(args) -> int:
         barrier(ctx.dist)
         ensure_world(ctx.cache_dir, cfg.world)
         substitute_world(cfg, world)
+    return cfg, ctx, results, resolver
+
+
+def run_all(args, cells=None, pretrain_only: bool = False) -> int:
+    """run-all in this process (and its torchrun peers): pretrain what the config asks for, run the pending jobs
+    (only `cells`, when given: what a launched job runs), then print the tables."""
+    from utabench.harness.store import load_results
+    from utabench.harness.tables import render
+
+    cfg, ctx, results, resolver = prepare_run_all(args)
     backbones = resolver.resolve(cfg.backbones)
-    _run(args, backbones, cfg.tasks, results, ctx)
-    if ctx.dist.is_main:
+    if pretrain_only:
+        return 0
+    _run(args, backbones, cfg.tasks, results, ctx, cells)
+    if ctx.dist.is_main and cells is None:
         print()
         print(render(load_results(results), "markdown", with_paper=False))
         print(f"records in {results}/; `utabench tables --results {results}` adds the published tables")
     return 0
+
+
+def cmd_run_all(args) -> int:
+    if args.launcher != "inline":
+        from utabench.harness.launcher import launch
+
+        return launch(args)
+    return run_all(args)
+
+
+def cmd_status(args) -> int:
+    from utabench.harness.launcher import print_status
+
+    return print_status(Path(args.results))
 
 
 def cmd_tables(args) -> int:
@@ -184,7 +223,7 @@ def cmd_pretrain(args) -> int:
     cfg = PretrainedResolver(ctx, None, log, world_factory=world).config_for(
         {"pretrain": args.config, "objective": args.objective})
     if args.workers is not None:
-        cfg["workers"] = int(_settings(args, {})["workers"])
+        cfg["workers"] = ctx.workers
     meta = pretrain(cfg, Path(args.out), ctx.device, ctx.dist, progress=ctx.progress, resume=args.resume, log=log)
     if ctx.dist.is_main:
         entry = meta["backbone"]
@@ -207,5 +246,5 @@ def cmd_masks(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "tables": cmd_tables, "pretrain": cmd_pretrain,
-            "masks": cmd_masks}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "status": cmd_status, "tables": cmd_tables,
+            "pretrain": cmd_pretrain, "masks": cmd_masks}

@@ -13,7 +13,7 @@ import platform
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pandas as pd
 
@@ -51,8 +51,13 @@ def is_done(path: Path, backbone: Optional[Dict[str, Any]] = None) -> bool:
     return backbone is None or record.get("provenance", {}).get("backbone") == backbone
 
 
+def record_files(results: Path) -> List[Path]:
+    """The record files of a results directory (`<backbone>/<task>/<dataset>.json`; hidden folders are not)."""
+    return [path for path in sorted(Path(results).glob("*/*/*.json")) if not path.parent.parent.name.startswith(".")]
+
+
 def iter_records(results: Path) -> Iterator[Dict[str, Any]]:
-    for path in sorted(Path(results).glob("*/*/*.json")):
+    for path in record_files(results):
         record = read_record(path)
         if record is not None:
             yield record
