@@ -1,4 +1,5 @@
-"""Under torchrun (2 CPU processes, gloo) the data is sharded, gathered, and the metrics equal a single process's."""
+"""Under torchrun (2 CPU processes, gloo; on one node, or as 2 nodes x 1 process over loopback) the data is sharded,
+gathered, and the metrics equal a single process's."""
 
 from __future__ import annotations
 
@@ -86,6 +87,45 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, world):
         assert one[key]["metrics"] == two[key]["metrics"], key  # exactly equal
         assert two[key]["provenance"]["run"]["world_size"] == 2
         assert one[key]["provenance"]["dataset"]["num_images"] == two[key]["provenance"]["dataset"]["num_images"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_equal_single_process(tmp_path, world):
+    """What a multi-node job runs: one torchrun per node with --nnodes 2, --node_rank and the first node's address
+    (results and cache directories shared, as on a cluster file system)."""
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "settings": {"device": "cpu", "batch_size": 4},
+        "backbones": [{"name": "uta-tiny", "spec": "uta:tiny", "seed": 3}],
+        "tasks": {"zeroshot-classification": [{"name": "imagenet-1k", "type": "imagenet", "root": str(world / "imagenet"),
+                                               "classes": str(world / "classes.json")}]},
+    }))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "utabench.harness.cli", "run-all", "--config", str(config), "--threads", "1", "--no-progress"]
+    single = subprocess.run([sys.executable, *common, "--results", str(tmp_path / "one"), "--cache-dir",
+                             str(tmp_path / "c1")], env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    port = _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               *common, "--results", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs[0][-3000:] + outputs[1][-3000:]
+    one = json.loads(next((tmp_path / "one").rglob("imagenet-1k.json")).read_text())
+    two = json.loads(next((tmp_path / "two").rglob("imagenet-1k.json")).read_text())
+    assert one["metrics"] == two["metrics"] and two["provenance"]["run"]["world_size"] == 2
 
 
 @pytest.mark.slow
