@@ -41,12 +41,16 @@ def test_bf16_autocast_embeddings_are_close_to_fp32(spec):
 def test_nccl_gather_and_ddp_step_on_one_gpu(tmp_path):
     script = """
 import torch, torch.distributed as dist
-from utabench.core.distributed import DistInfo, gather_rows
-dist.init_process_group("nccl")
+from utabench.core.distributed import BACKENDS
 torch.cuda.set_device(0)
-info = DistInfo(0, 1, 0)
-rows = gather_rows(info, torch.tensor([2, 0, 1]), torch.arange(6.).view(3, 2))
-assert rows[0].tolist() == [0, 1, 2] and rows[1][0].tolist() == [2.0, 3.0], rows
+dist.init_process_group(BACKENDS["cuda"])
+for device in ("cpu", "cuda"):  # what gather_rows sends (CPU rows) and what DDP sends (CUDA gradients)
+    parts = [torch.zeros(2, device=device)]
+    dist.all_gather(parts, torch.arange(2.0, device=device))
+    assert parts[0].tolist() == [0.0, 1.0], parts
+box = [{"a": 1}]
+dist.broadcast_object_list(box, src=0)
+dist.barrier()
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2).cuda(), device_ids=[0])
 model(torch.randn(3, 4, device="cuda")).sum().backward()
 dist.all_reduce(torch.ones(1, device="cuda"))

@@ -30,17 +30,22 @@ class DistInfo:
         return self.world_size > 1
 
 
+# On GPUs, CUDA tensors go through NCCL and CPU tensors (gathered features, counts, objects) through gloo: a
+# NCCL-only group refuses CPU tensors.
+BACKENDS = {"cuda": "cpu:gloo,cuda:nccl", "cpu": "gloo"}
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment; a plain run is rank 0 of 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
-        torch.cuda.set_device(info.local_rank)
-    return info
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=BACKENDS[device_type])
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def barrier(info: DistInfo) -> None:

@@ -52,13 +52,13 @@ def extract(encode: Callable[[torch.Tensor], torch.Tensor], dataset: ImageList, 
             images, target, index = batch
             with ctx.autocast():
                 out = encode(images.to(ctx.device, non_blocking=True))
-            feats.append(out.float().cpu())
+            feats.append(out.float())  # kept on the device: no per-batch sync, the next batch is queued at once
             targets.append(target)
             indices.append(index)
-    seconds = time.perf_counter() - start
     if feats:
-        local = torch.cat(feats), torch.cat(targets), torch.cat(indices)
+        local = torch.cat(feats).cpu(), torch.cat(targets), torch.cat(indices)
     else:
         local = torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    seconds = time.perf_counter() - start
     index, features, target = gather_rows(ctx.dist, local[2], local[0], local[1])
     return Features(features=features, targets=target, indices=index, seconds=seconds)
