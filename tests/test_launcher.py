@@ -109,3 +109,29 @@ def test_slurm_without_sbatch_is_one_line(world, tmp_path, capsys, monkeypatch):
                  "--gpus-per-job", "0", "--results", str(tmp_path / "r")]) == 2
     assert "--gpus-per-job: Input should be greater than 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_local_sweep_pretrains_first_then_evaluates_the_student(world, tmp_path):
+    student = {"objective": "uta", "student": {"model": "world"}, "teacher": {"spec": "uta:world"},
+               "data": {"type": "imagefolder", "root": str(world / "imagenet" / "train")},
+               "optim": {"batch_size": 4, "steps": 2, "warmup_steps": 1}, "workers": 0}
+    (tmp_path / "student.yaml").write_text(json.dumps(student))
+    config = {"settings": {"device": "cpu", "batch_size": 8, "threads": 1},
+              "backbones": [{"name": "student", "pretrain": str(tmp_path / "student.yaml")}],
+              "tasks": {"zeroshot-classification": [{"name": "imagenet", "type": "imagenet",
+                                                     "root": str(world / "imagenet"),
+                                                     "classes": str(world / "classes.json")}]}}
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    results = tmp_path / "r"
+    assert main(["run-all", "--config", str(tmp_path / "run.yaml"), "--launcher", "local", "--gpus-per-job", "1",
+                 "--timeout-min", "30", "--results", str(results), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    cells = json.loads((results / ".sweep" / "manifest.json").read_text())["cells"]
+    assert list(cells) == ["pretraining", "student/zeroshot-classification/imagenet"]
+    assert "pretraining uta" in Path(cells["pretraining"]["stdout"]).read_text()
+    assert list((tmp_path / "cache" / "pretrain").glob("uta-*/final.json"))
+    record = json.loads((results / "student" / "zeroshot-classification" / "imagenet.json").read_text())
+    assert record["status"] == "complete" and record["pretrain"]["objective"] == "uta"
+    assert {cell: state["state"] for cell, state in cell_states(results).items()} == {
+        "pretraining": "done", "student/zeroshot-classification/imagenet": "done"}

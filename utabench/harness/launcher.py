@@ -202,7 +202,8 @@ def _write_manifest(results: Path, manifest: Dict[str, Dict[str, object]]) -> No
 
 def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
     """Each cell's state: done (its record is complete), running (its record's lock is held), failed (its job
-    wrote a failure file and there is no record), pending (submitted, not started or requeued)."""
+    wrote a failure file and there is no record), pending (submitted, not started or requeued). The pretraining
+    job has no record: it is done once the cells after it were submitted."""
     from utabench.harness.store import RecordLock, read_record, record_files
 
     results = Path(results)
@@ -215,7 +216,9 @@ def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
         record = results / f"{cell}.json"
         failure = _failure_path(results, cell)
         lock = RecordLock(record)
-        if record.is_file() and (read_record(record) or {}).get("status") in ("complete", "not_applicable"):
+        if cell == "pretraining" and not failure.is_file():  # the cells are submitted once it has succeeded
+            state = {"state": "done" if len(cells) > 1 else "running"}
+        elif record.is_file() and (read_record(record) or {}).get("status") in ("complete", "not_applicable"):
             state = {"state": "done"}
         elif lock.path.is_file() and lock.acquire() is not None:
             state = {"state": "running", "holder": lock.holder()}
