@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Sets up utabench in a virtual environment (.venv, or $UTABENCH_VENV) on a fresh machine.
 # Idempotent: when constraints.txt and pyproject.toml are unchanged since the last successful run it returns at once.
+# `--test` also makes sure of what the tests need beyond Python: headless Chromium, which renders `utabench report`'s
+# page (Debian's chromium package, installed with apt-get when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+    else
+        echo "setup: the tests need Chromium on PATH (Debian: apt-get install chromium; run this as root to do it)" >&2
+        exit 2
+    fi
+fi
 venv="${UTABENCH_VENV:-.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.utabench-setup"

@@ -80,6 +80,13 @@ def _add_run_all(sub) -> None:
     launch.add_argument("--cpus-per-task", help="CPUs of each process, for its loader workers (default 10)")
 
 
+def _add_report(sub) -> None:
+    report = sub.add_parser("report", help="one self-contained HTML page: tables, charts, training curves, the "
+                            "masking map and each record's provenance")
+    report.add_argument("--results", default=DEFAULT_RESULTS)
+    report.add_argument("--out", help="the page (default: RESULTS/report.html)")
+
+
 def _add_status(sub) -> None:
     status = sub.add_parser("status", help="done / running / failed / pending cells of a results directory, with "
                             "the log of each failure")
@@ -136,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="utabench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered backbone families, tasks, dataset types and tables")
-    for add in (_add_run, _add_run_all, _add_status, _add_pretrain, _add_masks, _add_tables):
+    for add in (_add_run, _add_run_all, _add_status, _add_report, _add_pretrain, _add_masks, _add_tables):
         add(sub)
     return parser
 

@@ -161,6 +161,7 @@ def prepare_run_all(args, settings_override=None):
 def run_all(args, cells=None, pretrain_only: bool = False) -> int:
     """run-all in this process (and its torchrun peers): pretrain what the config asks for, run the pending jobs
     (only `cells`, when given: what a launched job runs), then print the tables."""
+    from utabench.harness.report import write_report
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
 
@@ -173,6 +174,7 @@ def run_all(args, cells=None, pretrain_only: bool = False) -> int:
         print()
         print(render(load_results(results), "markdown", with_paper=False))
         print(f"records in {results}/; `utabench tables --results {results}` adds the published tables")
+        print(f"report: {write_report(results, results / 'report.html')}")
     return 0
 
 
@@ -182,6 +184,16 @@ def cmd_run_all(args) -> int:
 
         return launch(args)
     return run_all(args)
+
+
+def cmd_report(args) -> int:
+    from utabench.harness.report import write_report
+
+    if not Path(args.results).is_dir():
+        raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first or pass "
+                            "--results DIR")
+    print(write_report(Path(args.results), Path(args.out or Path(args.results) / "report.html")))
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -246,5 +258,5 @@ def cmd_masks(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "status": cmd_status, "tables": cmd_tables,
-            "pretrain": cmd_pretrain, "masks": cmd_masks}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "status": cmd_status, "report": cmd_report,
+            "tables": cmd_tables, "pretrain": cmd_pretrain, "masks": cmd_masks}

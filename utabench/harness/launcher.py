@@ -138,6 +138,7 @@ def launch(args) -> int:
     from utabench.backbones.factory import parse_backbone_spec
     from utabench.core.registry import TASKS
     from utabench.harness.commands import prepare_run_all
+    from utabench.harness.report import write_report
     from utabench.harness.runner import plan_jobs
     from utabench.harness.store import is_done, load_results
     from utabench.harness.tables import render
@@ -184,6 +185,7 @@ def launch(args) -> int:
     failed = _wait(submitted)
     print()
     print(render(load_results(results), "markdown", with_paper=False))
+    print(f"report: {write_report(results, results / 'report.html')}")
     print(f"{len(submitted) - len(failed)} cells done, {len(failed)} failed"
           + (f" (logs: `utabench status --results {results}`)" if failed else ""))
     return 1 if failed else 0

@@ -10,7 +10,7 @@ pairs}`) gets the published numbers and the difference beneath. The published ta
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -90,9 +90,12 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
     return rows
 
 
-def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> str:
+Block = Union[str, pd.DataFrame]  # a table is rendered as its blocks: paragraphs of text and frames
+
+
+def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> List[Block]:
     rows = pd.DataFrame(table_rows(records, spec))
-    out = [f"### {spec.title}", ""]
+    out: List[Block] = []
     notes = []
     if rows.empty:
         out.append("(no results for this table yet)")
@@ -109,24 +112,22 @@ def render_markdown(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
                     lines.append({"Backbone": "↳ Δ (ours − paper)", **delta})
             if group.note.iloc[0]:
                 notes.append(f"- {backbone}: no Δ: {group.note.iloc[0]}.")
-        out.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
+        out.append(pd.DataFrame(lines))
     if notes:
-        out += [""] + notes
+        out.append("\n".join(notes))
     if with_paper:
-        published = shown_published(paper_table(spec))
-        out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper):", "",
-                published.to_markdown(index=False, disable_numparse=True)]
-    return "\n".join(out) + "\n"
+        out += [f"Published ({spec.title.split(':')[0]} of the UTA paper):", shown_published(paper_table(spec))]
+    return out
 
 
 def custom_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
     return spec.rows(records) if not records.empty else []
 
 
-def render_custom(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> str:
+def custom_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> List[Block]:
     """A table of its own shape: the rows its `rows` function makes, formatted by its `formats`."""
     rows = custom_rows(records, spec)
-    out = [f"### {spec.title}", ""]
+    out: List[Block] = []
     if not rows:
         out.append("(no results for this table yet)")
     else:
@@ -134,12 +135,21 @@ def render_custom(records: pd.DataFrame, spec: TableSpec, with_paper: bool = Tru
             if key in spec.formats:
                 return spec.formats[key].format(value) if value is not None else "—"
             return _fmt(value)
-        shown = [{k: show(k, v) for k, v in row.items() if k != "table"} for row in rows]
-        out.append(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))
+        out.append(pd.DataFrame([{k: show(k, v) for k, v in row.items() if k != "table"} for row in rows]))
     if with_paper:
-        published = shown_published(paper_table(spec)).to_markdown(index=False, disable_numparse=True)
-        out += ["", f"Published ({spec.title.split(':')[0]} of the UTA paper{spec.published_note}):", "", published]
-    return "\n".join(out) + "\n"
+        out += [f"Published ({spec.title.split(':')[0]} of the UTA paper{spec.published_note}):",
+                shown_published(paper_table(spec))]
+    return out
+
+
+def table_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> List[Block]:
+    return (custom_blocks if spec.rows else standard_blocks)(records, spec, with_paper)
+
+
+def _markdown(spec: TableSpec, blocks: List[Block]) -> str:
+    parts = [f"### {spec.title}"] + [b if isinstance(b, str) else b.to_markdown(index=False, disable_numparse=True)
+                                     for b in blocks]
+    return "\n\n".join(parts) + "\n"
 
 
 def render(records: pd.DataFrame, fmt: str = "markdown", tables: Optional[Sequence[int]] = None,
@@ -149,8 +159,7 @@ def render(records: pd.DataFrame, fmt: str = "markdown", tables: Optional[Sequen
     numbers = list(tables or table_numbers())
     specs = [TABLES.get(str(n)) for n in numbers]  # an unknown number is refused, listing the known ones
     if fmt == "markdown":
-        return "\n".join(render_custom(records, spec, with_paper) if spec.rows else
-                         render_markdown(records, spec, with_paper) for spec in specs)
+        return "\n".join(_markdown(spec, table_blocks(records, spec, with_paper)) for spec in specs)
     if fmt == "csv":
         rows = [row for spec in specs if not spec.rows for row in table_rows(records, spec)]
         columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable", "note"]

@@ -1,0 +1,150 @@
+"""`utabench report`: one self-contained HTML page of a results directory: every table with the paper's rows and
+deltas, a bar chart per task across backbones, the training curves of every pretraining and fine-tuning run the
+records name (from their `log.jsonl`), the Fig. 3 masking map, and each record's provenance on demand. Plots are
+drawn with matplotlib and embedded as PNG data; the page loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pandas as pd
+
+from utabench.core.io import atomic_write_text, read_jsonl
+from utabench.core.tablespec import TABLES, table_numbers
+from utabench.harness.store import iter_records, load_results
+from utabench.harness.tables import table_blocks
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
+img{max-width:100%}details{margin:.2em 0}pre{background:#f6f6f6;padding:.5em;overflow:auto}"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _tables(records: pd.DataFrame) -> List[str]:
+    out = []
+    for number in table_numbers():
+        spec = TABLES.get(str(number))
+        out.append(f"<h3>{html.escape(spec.title)}</h3>")
+        for block in table_blocks(records, spec):
+            out.append(f"<p>{html.escape(block)}</p>" if isinstance(block, str) else block.to_html(index=False))
+    return out
+
+
+def _bar_charts(records: List[dict]) -> List[str]:
+    """Per task: each dataset's first metric, one bar per backbone."""
+    import matplotlib.pyplot as plt
+
+    by_task: Dict[str, Dict[Tuple[str, str], float]] = {}
+    metric_of: Dict[str, str] = {}
+    for record in records:
+        if record.get("status") != "complete" or not record.get("metrics"):
+            continue
+        task = record["task"]
+        metric = metric_of.setdefault(task, next(iter(record["metrics"])))
+        if metric in record["metrics"]:
+            by_task.setdefault(task, {})[(record["dataset"], record["backbone"])] = record["metrics"][metric]
+    out = []
+    for task, values in by_task.items():
+        frame = pd.Series(values).unstack()  # rows: datasets, columns: backbones
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(frame.index) * max(1, len(frame.columns)) / 3), 3.2))
+        frame.plot.bar(ax=ax, rot=0)
+        ax.set_title(f"{task}: {metric_of[task]}")
+        ax.legend(fontsize=7, loc="best")
+        out += [f"<h3>{html.escape(task)}</h3>", _png(fig)]
+    return out
+
+
+def _training_logs(records: List[dict]) -> Dict[str, Path]:
+    """{label: log.jsonl} of the pretraining runs behind the backbones and the fine-tuning runs of the records."""
+    logs = {}
+    for record in records:
+        checkpoint = (record.get("provenance", {}).get("backbone") or {}).get("checkpoint")
+        if record.get("pretrain") and checkpoint:
+            logs[f"pretraining: {record['backbone']} ({record['pretrain'].get('objective')})"] = Path(checkpoint)
+        finetuned = record.get("provenance", {}).get("task_details", {}).get("finetuned")
+        if finetuned and record["task"] == "finetune-classification":
+            logs[f"fine-tuning: {record['backbone']} on {record['dataset']}"] = Path(finetuned)
+    found = {}
+    for label, path in logs.items():
+        for folder in (path.parent, path.parent.parent):
+            if (folder / "log.jsonl").is_file():
+                found[label] = folder / "log.jsonl"
+                break
+    return found
+
+
+def _curves(records: List[dict]) -> List[str]:
+    import matplotlib.pyplot as plt
+
+    logs = _training_logs(records)
+    out = []
+    for kind in ("pretraining", "fine-tuning"):
+        runs = {label: path for label, path in logs.items() if label.startswith(kind)}
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for label, path in sorted(runs.items()):
+            rows = [row for row in read_jsonl(path, "training log") if "loss" in row and "step" in row]
+            ax.plot([row["step"] for row in rows], [row["loss"] for row in rows], label=label.split(": ", 1)[1])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{kind} loss")
+        ax.legend(fontsize=7)
+        out += [f"<h3>{kind}</h3>", _png(fig)]
+    return out or ["<p>(no training runs behind these records)</p>"]
+
+
+def _masking_map(samples: int = 2000) -> str:
+    import matplotlib.pyplot as plt
+
+    from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+    for ax, kind in zip(axes, ("block", "block-r")):
+        prob = location_probability(MaskGenerator((16, 16), MaskSpec(kind, 0.5)), samples, seed=0)
+        shown = ax.imshow(prob, cmap="viridis")
+        ax.set_title(f"{kind}, ratio 0.5: max/min {prob.max() / prob.min():.2f}", fontsize=9)
+        ax.axis("off")
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _provenance(records: List[dict]) -> List[str]:
+    out = []
+    for record in records:
+        title = f"{record['backbone']} / {record['task']} / {record['dataset']}: {record.get('status')}"
+        body = html.escape(json.dumps(record, indent=1, default=str))
+        out.append(f"<details><summary>{html.escape(title)}</summary><pre>{body}</pre></details>")
+    return out
+
+
+def write_report(results: Path, out: Path) -> Path:
+    """Write the page for `results` to `out` (atomically) and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    records = list(iter_records(results))
+    frame = load_results(results)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>utabench report: {html.escape(str(results))}"
+             f"</title><style>{STYLE}</style></head><body>",
+             f"<h1>utabench report</h1><p>{len(records)} records in {html.escape(str(results))}</p>",
+             "<h2>Tables</h2>", *_tables(frame),
+             "<h2>Per task, across backbones</h2>", *(_bar_charts(records) or ["<p>(no records)</p>"]),
+             "<h2>Training curves</h2>", *_curves(records),
+             "<h2>Masking (paper Fig. 3): where masks fall, over 2000 masks of a 16 x 16 grid</h2>", _masking_map(),
+             "<h2>Records and their provenance</h2>", *_provenance(records), "</body></html>"]
+    return atomic_write_text(out, "\n".join(parts))
