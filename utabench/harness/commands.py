@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from utabench.core.errors import UtabenchError
@@ -109,14 +110,15 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _run(args, backbones, tasks, results: Path, ctx, cells=None) -> int:
+def _run(args, backbones, tasks, results: Path, ctx, cells=None, progress=None):
+    """Run the jobs (only `cells`, when given); one summary row per job."""
     from utabench.harness.runner import plan_jobs, run_jobs
 
     jobs = plan_jobs(backbones, tasks, results)
     if cells is not None:
         jobs = [job for job in jobs if job.cell in cells]
-    run_jobs(jobs, ctx, force=args.force, log=print if ctx.dist.is_main else (lambda _: None))
-    return 0
+    return run_jobs(jobs, ctx, force=args.force, log=print if ctx.dist.is_main else (lambda _: None),
+                    progress=progress)
 
 
 def cmd_run(args) -> int:
@@ -126,15 +128,17 @@ def cmd_run(args) -> int:
     ctx = _context(args, {})
     results = Path(args.results or DEFAULT_RESULTS)
     check_writable_dir(results, "results directory", "pass --results DIR")
-    return _run(args, [backbone], {args.task: [dataset]}, results, ctx)
+    _run(args, [backbone], {args.task: [dataset]}, results, ctx)
+    return 0
 
 
 def prepare_run_all(args, settings_override=None):
     """What every `run-all` starts with, in this process: the checked config, the run context, the results
     directory (writable), the embedded world if the config has one, and every pretraining config checked.
-    Returns (config, context, results, resolver); nothing is trained yet."""
+    Returns (config, context, results, resolver, progress); nothing is trained yet."""
     from utabench.core.distributed import barrier
     from utabench.core.io import check_writable_dir
+    from utabench.core.progress import Progress
     from utabench.harness.config import load_config, substitute_world
     from utabench.pretrain.resolve import PretrainedResolver
     from utabench.world import ensure_world, world_root
@@ -146,16 +150,19 @@ def prepare_run_all(args, settings_override=None):
     results = Path(args.results or cfg.results or DEFAULT_RESULTS)
     check_writable_dir(results, "results directory", "pass --results DIR")
     log = print if ctx.dist.is_main else (lambda _: None)
+    progress = Progress(ctx.cache_dir if ctx.dist.is_main else None, log)
     world = world_root(ctx.cache_dir, cfg.world) if cfg.world is not None else None
-    resolver = PretrainedResolver(ctx, world, log)
+    resolver = PretrainedResolver(ctx, world, log, progress=progress)
     resolver.check(cfg.backbones)  # every pretraining config is read and checked before anything is generated
     if world is not None:
-        if ctx.dist.is_main:
+        if ctx.dist.is_main and not world.is_dir():
+            start = progress.start("world", f"generating the embedded world into {world}")
             ensure_world(ctx.cache_dir, cfg.world)
+            progress.done("world", start)
         barrier(ctx.dist)
         ensure_world(ctx.cache_dir, cfg.world)
         substitute_world(cfg, world)
-    return cfg, ctx, results, resolver
+    return cfg, ctx, results, resolver, progress
 
 
 def run_all(args, cells=None, pretrain_only: bool = False) -> int:
@@ -165,16 +172,18 @@ def run_all(args, cells=None, pretrain_only: bool = False) -> int:
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
 
-    cfg, ctx, results, resolver = prepare_run_all(args)
+    cfg, ctx, results, resolver, progress = prepare_run_all(args)
     backbones = resolver.resolve(cfg.backbones)
     if pretrain_only:
         return 0
-    _run(args, backbones, cfg.tasks, results, ctx, cells)
+    summary = _run(args, backbones, cfg.tasks, results, ctx, cells, progress)
     if ctx.dist.is_main and cells is None:
         print()
         print(render(load_results(results), "markdown", with_paper=False))
-        print(f"records in {results}/; `utabench tables --results {results}` adds the published tables")
-        print(f"report: {write_report(results, results / 'report.html')}")
+        report = write_report(results, results / "report.html")
+        counts = Counter(row["status"].split(" (")[0] for row in summary)
+        print(f"run-all done in {progress.elapsed()}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+              + f" (of {len(summary)} jobs); records in {results}/; report: {report}")
     return 0
 
 

@@ -148,7 +148,7 @@ def launch(args) -> int:
         raise UtabenchError("--launcher slurm needs Slurm's sbatch on PATH (run it on a login node of the cluster); "
                             "use --launcher local to run the same jobs on this machine")
     # this process only submits: it checks everything and makes the world, on its CPU, whatever the jobs will use
-    cfg, ctx, results, resolver = prepare_run_all(args, {"device": "cpu", "decode": "pil"})
+    cfg, ctx, results, resolver, _ = prepare_run_all(args, {"device": "cpu", "decode": "pil"})
     args.results = str(results)
     folder = sweep_dir(results) / "logs"
     manifest: Dict[str, Dict[str, object]] = {}

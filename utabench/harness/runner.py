@@ -19,6 +19,7 @@ from utabench.core.context import RunContext
 from utabench.core.distributed import barrier, broadcast
 from utabench.core.errors import NotApplicable
 from utabench.core.fingerprint import fingerprint
+from utabench.core.progress import Progress
 from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
 from utabench.harness.store import RecordLock, is_done, record_path, write_record
@@ -127,10 +128,11 @@ def _run_one(job: Job, backbone, data, ctx: RunContext, log: Callable[[str], Non
     return status
 
 
-def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
-             log: Callable[[str], None] = print) -> List[Dict[str, str]]:
+def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False, log: Callable[[str], None] = print,
+             progress: Optional[Progress] = None) -> List[Dict[str, str]]:
     """Run the jobs that are not done (all with `force`); returns one summary row per job. A job that another
-    process is running on the same results (its record is locked) is skipped."""
+    process is running on the same results (its record is locked) is skipped. With `progress`, a line before
+    each job gives its estimate and what the run has left."""
     summary = []
     pending = []
     for job in jobs:
@@ -148,6 +150,7 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
     by_backbone: Dict[str, List[Job]] = {}
     for job in pending:
         by_backbone.setdefault(job.backbone_key, []).append(job)
+    order = [job for group in by_backbone.values() for job in group]
     for key, group in by_backbone.items():
         backbone = None
         for job in group:
@@ -162,10 +165,16 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False,
                 summary.append(_row(job, f"skipped (running: {held_by})"))
                 continue
             try:
+                place = order.index(job)
+                if progress is not None:
+                    start = progress.start(f"job:{job.cell}", f"[{place + 1}/{len(order)}] {key} · {job.task} · "
+                                           f"{job.dataset['name']}", [f"job:{j.cell}" for j in order[place + 1:]])
                 if backbone is None:
                     backbone = build_backbone(group[0].backbone).to(ctx.device)
                 data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
                 summary.append(_row(job, _run_one(job, backbone, data, ctx, log)))
+                if progress is not None:
+                    progress.done(f"job:{job.cell}", start)
             finally:
                 lock.release()
         del backbone

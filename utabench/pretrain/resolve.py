@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from utabench.core.configfile import with_world
 from utabench.core.context import RunContext
+from utabench.core.progress import Progress
 from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
 
 
@@ -21,8 +22,9 @@ class PretrainedResolver:
     (`utabench pretrain` on its own), else a `{world}` path without a world is an error."""
 
     def __init__(self, ctx: RunContext, world: Optional[Path], log: Callable[[str], None] = print,
-                 world_factory: Optional[Callable[[], Path]] = None):
+                 world_factory: Optional[Callable[[], Path]] = None, progress: Optional[Progress] = None):
         self.ctx, self.world, self.log, self.world_factory = ctx, world, log, world_factory
+        self.progress = progress
 
     def _world(self) -> Optional[Path]:
         if self.world is None and self.world_factory is not None:
@@ -55,9 +57,14 @@ class PretrainedResolver:
         cfg = self.config_for(entry)
         out = self.ctx.cache_dir / "pretrain" / f"{cfg['objective'].replace('+', '-')}-{fingerprint(cfg)}"
         label = entry.get("name") or entry["pretrain"]
-        if not (out / "final.json").is_file():
-            self.log(f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into {out}")
+        fresh = not (out / "final.json").is_file()
+        stage = f"pretrain:{label}:{cfg['objective']}"
+        if fresh:
+            what = f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into {out}"
+            start = self.progress.start(stage, what) if self.progress else self.log(what)
         meta = pretrain(cfg, out, self.ctx.device, self.ctx.dist, progress=self.ctx.progress, log=self.log)
+        if fresh and self.progress:
+            self.progress.done(stage, start)
         resolved = {k: v for k, v in entry.items() if k not in ("pretrain", "objective")}
         resolved.update(meta["backbone"])
         teacher = meta.get("teacher") or {}

@@ -1,0 +1,60 @@
+"""Stage lines a person can follow: before each stage (world, pretraining, job) one line with its estimated time
+and what the run has left; the estimate is what the same stage took last time on this machine.
+
+Times are kept in `<cache>/stage-times.json` by stage key (a job's backbone, task and dataset; a pretraining run's
+directory), written atomically after each stage. A stage never seen gets no estimate ("est. ?").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Optional
+
+from utabench.core.io import atomic_write_json
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class Progress:
+    def __init__(self, cache_dir: Optional[Path], log: Callable[[str], None] = print):
+        self.path = Path(cache_dir) / "stage-times.json" if cache_dir else None
+        self.log = log
+        self.times: Dict[str, float] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                self.times = {str(k): float(v) for k, v in json.loads(self.path.read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                self.times = {}  # a damaged file only costs the estimates
+        self.started = time.perf_counter()
+
+    def estimate(self, key: str) -> Optional[float]:
+        return self.times.get(key)
+
+    def start(self, key: str, label: str, after: Iterable[str] = ()) -> float:
+        """Print the stage's line (`after`: the keys of the stages still to come, for the time left); returns the
+        start time to give `done`."""
+        known = self.estimate(key)
+        rest = [self.estimate(k) for k in after]
+        left = ""
+        if known is not None and all(r is not None for r in rest):
+            left = f"; about {_duration(known + sum(rest))} left"
+        self.log(f"… {label} (est. {_duration(known) if known is not None else '?'}{left})")
+        return time.perf_counter()
+
+    def done(self, key: str, start: float) -> float:
+        seconds = time.perf_counter() - start
+        self.times[key] = round(seconds, 2)
+        if self.path is not None:
+            atomic_write_json(self.path, self.times)
+        return seconds
+
+    def elapsed(self) -> str:
+        return _duration(time.perf_counter() - self.started)
