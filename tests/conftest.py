@@ -27,3 +27,16 @@ def world(tmp_path_factory):
 @pytest.fixture
 def ctx(tmp_path):
     return RunContext(device="cpu", batch_size=8, workers=0, cache_dir=tmp_path / "cache", progress=False)
+
+
+def llava_entry(world, **changes):
+    """A llava-bench dataset entry on the world's LLaVA data (world recipe, offline judge)."""
+    entry = {"name": "llava-bench", "type": "llava-bench", "root": str(world / "llava" / "bench"),
+             "llm": str(world / "llava" / "llm"),
+             "stage1": {"data": str(world / "llava" / "pretrain" / "blip_laion_cc_sbu_558k.json"),
+                        "images": str(world / "llava" / "pretrain" / "images")},
+             "stage2": {"data": str(world / "llava" / "instruct" / "llava_instruct_150k.json"),
+                        "images": str(world / "llava" / "instruct" / "images")},
+             "recipe": "world", "judge": {"type": "offline"}}
+    entry.update(changes)
+    return entry

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import llava_entry
 
 from utabench.backbones import build_backbone
 from utabench.harness.cli import main
@@ -92,13 +93,7 @@ def test_pretraining_step_in_bf16(world, tmp_path):
 
 
 def test_llava_training_in_bf16(world, tmp_path):
-    entry = {"name": "llava-bench", "type": "llava-bench", "root": str(world / "llava" / "bench"),
-             "llm": str(world / "llava" / "llm"),
-             "stage1": {"data": str(world / "llava" / "pretrain" / "blip_laion_cc_sbu_558k.json"),
-                        "images": str(world / "llava" / "pretrain" / "images")},
-             "stage2": {"data": str(world / "llava" / "instruct" / "llava_instruct_150k.json"),
-                        "images": str(world / "llava" / "instruct" / "images")},
-             "recipe": "world", "judge": {"type": "offline"}}
+    entry = llava_entry(world)
     config = {"settings": {"device": "cuda"}, "backbones": ["uta:tiny"], "tasks": {"llava-bench": [entry]}}
     (tmp_path / "llava.yaml").write_text(yaml.safe_dump(config))
     assert main(["run-all", "--config", str(tmp_path / "llava.yaml"), "--results", str(tmp_path / "r"),

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import yaml
+from conftest import llava_entry
 
 from utabench.harness.cli import main
 
@@ -37,15 +38,7 @@ def _pretrain_yaml(tmp_path, world, **changes):
 
 
 def _llava(world, **changes):
-    entry = {"name": "llava-bench", "type": "llava-bench", "root": str(world / "llava" / "bench"),
-             "llm": str(world / "llava" / "llm"),
-             "stage1": {"data": str(world / "llava" / "pretrain" / "blip_laion_cc_sbu_558k.json"),
-                        "images": str(world / "llava" / "pretrain" / "images")},
-             "stage2": {"data": str(world / "llava" / "instruct" / "llava_instruct_150k.json"),
-                        "images": str(world / "llava" / "instruct" / "images")},
-             "recipe": "world", "judge": {"type": "offline"}}
-    entry.update(changes)
-    return {"llava-bench": [entry]}
+    return {"llava-bench": [llava_entry(world, **changes)]}
 
 
 def _run(task="zeroshot-classification", dataset=None, *flags):

@@ -2,7 +2,9 @@
 and what the run has left; the estimate is what the same stage took last time on this machine.
 
 Times are kept in `<cache>/stage-times.json` by stage key (a job's backbone, task and dataset; a pretraining run's
-directory), written atomically after each stage. A stage never seen gets no estimate ("est. ?").
+backbone and objective; the world), written atomically after each stage. A stage this machine has not run yet takes
+its estimate from `configs/embedded-stage-times.json` (the embedded default's stages, measured on 2 CPU cores), else
+it has none ("est. ?").
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
+from utabench.core.configfile import bundled_config
 from utabench.core.io import atomic_write_json
+
+REFERENCE_TIMES = "embedded-stage-times.json"
+
+
+def _read_times(path: Path) -> Dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}  # missing or damaged: it only costs the estimates
 
 
 def _duration(seconds: float) -> str:
@@ -27,16 +39,12 @@ class Progress:
     def __init__(self, cache_dir: Optional[Path], log: Callable[[str], None] = print):
         self.path = Path(cache_dir) / "stage-times.json" if cache_dir else None
         self.log = log
-        self.times: Dict[str, float] = {}
-        if self.path is not None and self.path.is_file():
-            try:
-                self.times = {str(k): float(v) for k, v in json.loads(self.path.read_text()).items()}
-            except (OSError, ValueError, AttributeError):
-                self.times = {}  # a damaged file only costs the estimates
+        self.times: Dict[str, float] = _read_times(self.path) if self.path is not None else {}
+        self.reference = _read_times(bundled_config(REFERENCE_TIMES))
         self.started = time.perf_counter()
 
     def estimate(self, key: str) -> Optional[float]:
-        return self.times.get(key)
+        return self.times.get(key, self.reference.get(key))
 
     def start(self, key: str, label: str, after: Iterable[str] = ()) -> float:
         """Print the stage's line (`after`: the keys of the stages still to come, for the time left); returns the
