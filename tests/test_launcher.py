@@ -135,3 +135,23 @@ def test_local_sweep_pretrains_first_then_evaluates_the_student(world, tmp_path)
     assert record["status"] == "complete" and record["pretrain"]["objective"] == "uta"
     assert {cell: state["state"] for cell, state in cell_states(results).items()} == {
         "pretraining": "done", "student/zeroshot-classification/imagenet": "done"}
+
+
+def test_status_reads_a_lock_without_taking_it(tmp_path):
+    """A live holder on this host or any holder on another host is running; a dead pid's lock is not. Reading it
+    never takes the lock (a status query must not make a run skip its job)."""
+    import platform
+
+    from utabench.harness.store import RecordLock
+
+    lock = RecordLock(tmp_path / "r.json")
+    assert not lock.is_held()
+    assert lock.acquire() is None and lock.is_held()  # this process holds it
+    other = RecordLock(tmp_path / "r.json")
+    assert other.is_held() and other.acquire() is not None  # still held: is_held took nothing
+    lock.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.path.write_text(json.dumps({"pid": int(dead.stdout), "host": platform.node()}))
+    assert not lock.is_held()
+    lock.path.write_text(json.dumps({"pid": 1, "host": "another-node"}))
+    assert lock.is_held()

@@ -203,16 +203,16 @@ def _write_manifest(results: Path, manifest: Dict[str, Dict[str, object]]) -> No
 
 
 def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
-    """Each cell's state: done (its record is complete), running (its record's lock is held), failed (its job
+    """Each cell's state: done (its record is complete), running (its record's lock names a live process), failed (its job
     wrote a failure file and there is no record), pending (submitted, not started or requeued). The pretraining
     job has no record: it is done once the cells after it were submitted."""
-    from utabench.harness.store import RecordLock, read_record, record_files
+    from utabench.harness.store import RecordLock, cell_name, read_record, record_files
 
     results = Path(results)
     manifest_path = sweep_dir(results) / "manifest.json"
     cells = json.loads(manifest_path.read_text())["cells"] if manifest_path.is_file() else {}
     for path in record_files(results):
-        cells.setdefault(f"{path.parent.parent.name}/{path.parent.name}/{path.stem}", {})
+        cells.setdefault(cell_name(path), {})
     states = {}
     for cell, info in cells.items():
         record = results / f"{cell}.json"
@@ -222,13 +222,12 @@ def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
             state = {"state": "done" if len(cells) > 1 else "running"}
         elif record.is_file() and (read_record(record) or {}).get("status") in ("complete", "not_applicable"):
             state = {"state": "done"}
-        elif lock.path.is_file() and lock.acquire() is not None:
+        elif lock.is_held():
             state = {"state": "running", "holder": lock.holder()}
         elif failure.is_file():
             state = {"state": "failed", **json.loads(failure.read_text())}
         else:
             state = {"state": "pending"}
-        lock.release()
         states[cell] = {**info, **state}
     return states
 

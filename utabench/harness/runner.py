@@ -22,7 +22,7 @@ from utabench.core.fingerprint import fingerprint
 from utabench.core.progress import Progress
 from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
-from utabench.harness.store import RecordLock, is_done, record_path, write_record
+from utabench.harness.store import RecordLock, cell_name, is_done, record_path, write_record
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Job:
     @property
     def cell(self) -> str:
         """The job's name in a launched sweep: its record's path under the results directory, without `.json`."""
-        return f"{self.path.parent.parent.name}/{self.path.parent.name}/{self.path.stem}"
+        return cell_name(self.path)
 
 
 def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], results: Path) -> List[Job]:

@@ -51,6 +51,12 @@ def is_done(path: Path, backbone: Optional[Dict[str, Any]] = None) -> bool:
     return backbone is None or record.get("provenance", {}).get("backbone") == backbone
 
 
+def cell_name(record: Path) -> str:
+    """A record's name in a launched sweep: `<backbone>/<task>/<dataset>`, its path under the results directory."""
+    record = Path(record)
+    return f"{record.parent.parent.name}/{record.parent.name}/{record.stem}"
+
+
 def record_files(results: Path) -> List[Path]:
     """The record files of a results directory (`<backbone>/<task>/<dataset>.json`; hidden folders are not)."""
     return [path for path in sorted(Path(results).glob("*/*/*.json")) if not path.parent.parent.name.startswith(".")]
@@ -110,6 +116,23 @@ class RecordLock:
         except (OSError, json.JSONDecodeError):
             info = {}
         return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('started', '?')}"
+
+    def is_held(self) -> bool:
+        """Whether a live process holds the lock, judged without taking it (a status query must never make a run
+        skip its job): the file names a live pid of this host, or a process of another host (not visible here)."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            return False
+        if not info or info.get("host") != platform.node():
+            return bool(info)
+        try:
+            os.kill(int(info["pid"]), 0)
+        except PermissionError:
+            return True  # alive, another user's
+        except (ProcessLookupError, KeyError, ValueError):
+            return False
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -24,7 +24,7 @@ class PretrainedResolver:
     def __init__(self, ctx: RunContext, world: Optional[Path], log: Callable[[str], None] = print,
                  world_factory: Optional[Callable[[], Path]] = None, progress: Optional[Progress] = None):
         self.ctx, self.world, self.log, self.world_factory = ctx, world, log, world_factory
-        self.progress = progress
+        self.progress = progress or Progress(None, log)
 
     def _world(self) -> Optional[Path]:
         if self.world is None and self.world_factory is not None:
@@ -60,10 +60,10 @@ class PretrainedResolver:
         fresh = not (out / "final.json").is_file()
         stage = f"pretrain:{label}:{cfg['objective']}"
         if fresh:
-            what = f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into {out}"
-            start = self.progress.start(stage, what) if self.progress else self.log(what)
+            start = self.progress.start(stage, f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into "
+                                        f"{out}")
         meta = pretrain(cfg, out, self.ctx.device, self.ctx.dist, progress=self.ctx.progress, log=self.log)
-        if fresh and self.progress:
+        if fresh:
             self.progress.done(stage, start)
         resolved = {k: v for k, v in entry.items() if k not in ("pretrain", "objective")}
         resolved.update(meta["backbone"])
