@@ -55,11 +55,15 @@ def test_captions_describe_the_scene(world):
 def test_pretraining_data_layouts(world):
     from utabench.pretrain.data import index_imagefolder, index_webdataset
 
+    templates = ["a photo of a {c}.", "a {c}.", "a picture of a {c}.", "an image of a {c}.", "a {c} in the image."]
     assert len(index_imagefolder(str(world / "imagenet" / "train"))) == 10 * 4
     pairs = index_webdataset(str(world / "pairs" / "pairs-*.tar"), need_captions=True)
     assert len(pairs) == 40 and all(len(p.caption.splitlines()) == 5 for p in pairs)
-    single = [p.caption for p in pairs if " and " not in p.caption]
-    assert single and all(len(c.splitlines()[0].split()) == 5 for c in single)  # "a photo of a <shape>."
+    shapes = [shape for _, shape in json.loads((world / "classes.json").read_text())]
+    for pair in pairs:  # one object per image, named in the phrasings of the world's zero-shot templates
+        shape = pair.caption.splitlines()[0].split()[-1].rstrip(".")
+        assert shape in shapes and pair.caption.splitlines() == [t.replace("{c}", shape) for t in templates]
+    assert templates == (world / "templates.txt").read_text().splitlines()
 
 
 @pytest.mark.slow
@@ -86,20 +90,25 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     top1 = {r["backbone"]: r["metrics"]["top1"] for r in records
             if r["dataset"] == "imagenet-1k" and r["status"] == "complete"}
     print(top1)
-    assert top1["world-clip-teacher"] >= 20.0  # chance is 10%
+    # measured on 2 cores, world seed 0 (seeds 1 and 2 in the README): teacher 81.0, UTA 75.5, FD 78.0, UTA+MIM 63.5,
+    # MIM 23.0, UTA-dagger 87.5 of 400 images, chance 10
+    assert top1["world-clip-teacher"] >= 75.0
     assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
-    assert top1["uta-student"] > top1["mim-student"] + 5
-    assert top1["uta-student-cft"] > top1["uta-student"] + 5  # the paper's † effect on IN-1K (measured: 52.5 / 39.0)
+    assert top1["uta-student"] > top1["mim-student"] + 15
+    assert top1["mim-student"] < top1["uta-mim-student"] <= top1["world-clip-teacher"]
+    assert top1["uta-student-cft"] > top1["uta-student"] + 5  # the paper's dagger effect on IN-1K
 
     def mean_recall(backbone):
         found = [v for r in records if r["backbone"] == backbone and r["task"] == "retrieval"
                  for v in r["metrics"].values()]
         assert len(found) == 12
         return sum(found) / len(found)
-    assert mean_recall("uta-student-cft") > mean_recall("uta-student")  # measured: 10.5 / 8.0
+    assert mean_recall("world-clip-teacher") > 3 * mean_recall("world-random")  # measured: 21.6 / 3.9
+    assert mean_recall("uta-student-cft") > mean_recall("uta-student")  # measured: 23.1 / 19.5
     finetuned = {r["backbone"]: r["metrics"]["top1"] for r in records if r["task"] == "finetune-classification"}
     assert finetuned.keys() == {"uta-student", "mim-student", "fd-student", "uta-mim-student", "world-random"}
-    assert finetuned["uta-student"] > finetuned["world-random"] + 10  # measured: 40.0 / 17.0
+    assert finetuned["uta-student"] > finetuned["world-random"] + 30  # measured: 69.75 / 13.0
+    assert finetuned["uta-student"] > finetuned["mim-student"] + 10  # measured: 69.75 / 49.25
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 7 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
     assert all(0 < r["metrics"]["overall"] <= 100 and r["metrics"]["parse_failures"] == 0 for r in llava)

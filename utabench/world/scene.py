@@ -147,8 +147,8 @@ def render(scene: Scene, style: str, rng: np.random.Generator, supersample: int 
         canvas = _noise_background(rng, big, bg, 12.0).filter(ImageFilter.GaussianBlur(s))
     draw = ImageDraw.Draw(canvas)
     if style == "clutter":
-        for _ in range(int(rng.integers(3, 7))):
-            other = sample_object(rng, str(rng.choice(SHAPES)), scene.size, (0.08, 0.18), math.pi)
+        for _ in range(int(rng.integers(2, 5))):
+            other = sample_object(rng, str(rng.choice(SHAPES)), scene.size, (0.06, 0.14), math.pi)
             _draw_object(draw, other, s, COLORS[other.color], hole_fill=bg)
     for obj in scene.objects:
         color = COLORS[obj.color]
@@ -164,7 +164,7 @@ def render(scene: Scene, style: str, rng: np.random.Generator, supersample: int 
             if obj.polygons[1]:
                 _draw_object(draw, SceneObject("circle", obj.color, obj.center, obj.radius * 0.55, 0), s, hole)
     if style == "clutter":
-        for _ in range(2):  # occluding bars across the object
+        for _ in range(int(rng.integers(1, 3))):  # occluding bars across the object
             y = rng.uniform(0.2, 0.8) * big[1]
             draw.rectangle([0, y, big[0], y + rng.uniform(0.04, 0.08) * big[1]], fill=(60, 50, 40))
     image = canvas.resize((w, h), Image.LANCZOS)
@@ -179,5 +179,6 @@ def _stripes(rng, size) -> Image.Image:
     period = rng.uniform(0.05, 0.15) * w
     angle = rng.uniform(0, math.pi)
     wave = (np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * 2 * math.pi / period) > 0)[..., None]
-    a, b = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+    base = rng.integers(70, 186, 3)  # two stripe colours near one random base: unusual, yet not louder than the object
+    a, b = base + rng.integers(6, 14, 3), base - rng.integers(6, 14, 3)
     return Image.fromarray(np.where(wave, a, b).astype(np.uint8))
