@@ -90,7 +90,7 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     top1 = {r["backbone"]: r["metrics"]["top1"] for r in records
             if r["dataset"] == "imagenet-1k" and r["status"] == "complete"}
     print(top1)
-    # measured on 2 cores, world seed 0 (seeds 1 and 2 in the README): teacher 81.0, UTA 75.5, FD 78.0, UTA+MIM 63.5,
+    # measured on 2 cores, world seed 0 (seed 1 in the README): teacher 81.0, UTA 75.5, FD 78.0, UTA+MIM 63.5,
     # MIM 23.0, UTA-dagger 87.5 of 400 images, chance 10
     assert top1["world-clip-teacher"] >= 75.0
     assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
