@@ -3,13 +3,13 @@
 One world of 10 shape classes (synthetic wnids n90000000..n90000009, names in `classes.json`), shown under the
 distribution shifts of the ImageNet family: photos for -1K val and a fresh sample for -V2, line drawings for -Sketch,
 cartoon and pixel-art renditions for -R (8 of the 10 classes, like R's 200 of 1000), clutter and occlusion for -A
-(another 8), unusual backgrounds and poses for ObjectNet (8 mapped folders plus one unmapped, like ObjectNet's 113
-of 313), and captioned scenes of one or two objects in Karpathy-split files for Flickr30k and COCO. For pretraining it adds
+(another 8), unusual backgrounds and poses for ObjectNet (8 mapped folders plus one unmapped, like ObjectNet's 113 of
+313), and captioned scenes of one or two objects in Karpathy-split files for Flickr30k and COCO. For pretraining it adds
 an ImageFolder train split (`imagenet/train`, images only, for the students) and image-caption pairs as webdataset
-shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher). For dense
-transfer it adds COCO 2017 instances (boxes and masks), an LVIS v1 set with a long-tailed category frequency and an
-ADE20K-style segmentation set (see `dense.py`). For LLaVA it adds caption pairs, instruction conversations, a
-LLaVA-Bench layout and a tiny LLaMA with its own tokenizer (see `llava.py`).
+shards (`pairs/pairs-NNNNN.tar`, jpg + txt with several captions per image, for the CLIP teacher). For dense transfer it
+adds COCO 2017 instances (boxes and masks), an LVIS v1 set with a long-tailed category frequency and an ADE20K-style
+segmentation set (see `dense.py`). For LLaVA it adds caption pairs, instruction conversations, a LLaVA-Bench layout and
+a tiny LLaMA with its own tokenizer (see `llava.py`).
 Generation is seeded and written into a temporary directory that is renamed into place when complete.
 """
 
@@ -39,9 +39,9 @@ DEFAULT_COUNTS = {"val": 40, "v2": 10, "sketch": 10, "a": 10, "r": 10, "objectne
 PAIRS_PER_SHARD = 1000
 PARALLEL_FROM = 2000  # counts (summed) from which ensure_world writes the parts in several processes
 A_CLASSES = (0, 1, 2, 3, 4, 5, 6, 8)
-UNUSUAL_POSE = 0.6  # radians either way for -A and ObjectNet, against 0.35 for photos: unusual, still learnable
 R_CLASSES = (0, 1, 2, 3, 5, 6, 7, 9)
 OBJECTNET_CLASSES = (0, 1, 2, 3, 4, 6, 7, 9)
+UNUSUAL_POSE = 0.6  # radians either way for -A and ObjectNet, against 0.35 for photos: unusual, still learnable
 _STREAMS = {name: i for i, name in enumerate(["val", "v2", "sketch", "a", "r", "objectnet", "flickr30k", "coco",
                                                  "train", "pairs", "coco_train2017", "coco_val2017",
                                                  "lvis_train2017", "lvis_val2017", "ade_training",
