@@ -51,18 +51,25 @@ class Progress:
         start time to give `done`."""
         known = self.estimate(key)
         rest = [self.estimate(k) for k in after]
-        left = ""
-        if known is not None and all(r is not None for r in rest):
-            left = f"; about {_duration(known + sum(rest))} left"
-        self.log(f"… {label} (est. {_duration(known) if known is not None else '?'}{left})")
+        left = known + sum(rest) if known is not None and all(r is not None for r in rest) else None
+        self.announce(label, known, left)
         return time.perf_counter()
+
+    def announce(self, label: str, known: Optional[float], left: Optional[float]) -> None:
+        """A stage's line: its estimate and the time the run has left (None: unknown)."""
+        left_text = f"; about {_duration(left)} left" if left is not None and known is not None else ""
+        self.log(f"… {label} (est. {_duration(known) if known is not None else '?'}{left_text})")
 
     def done(self, key: str, start: float) -> float:
         seconds = time.perf_counter() - start
-        self.times[key] = round(seconds, 2)
-        if self.path is not None:
-            atomic_write_json(self.path, self.times)
+        self.record({key: seconds})
         return seconds
+
+    def record(self, times: Dict[str, float]) -> None:
+        """Keep stages' times in seconds (measured here or by a worker process)."""
+        self.times.update({key: round(seconds, 2) for key, seconds in times.items()})
+        if self.path is not None and times:
+            atomic_write_json(self.path, self.times)
 
     def elapsed(self) -> str:
         return _duration(time.perf_counter() - self.started)

@@ -69,6 +69,9 @@ def _add_run_all(sub) -> None:
     run_all = sub.add_parser("run-all", help="every (backbone, task, dataset) of a config, then the tables")
     run_all.add_argument("--config", help="YAML config (default: the embedded default)")
     _add_run_settings(run_all)
+    run_all.add_argument("--parallel", help="stages (pretraining runs, jobs) run at once as worker processes, "
+                         "sharing --threads (default: the config's, else 1); auto: one per thread, at most 4, on a "
+                         "CPU")
     launch = run_all.add_argument_group("launching on a cluster (submitit; see utabench/harness/launcher.py)")
     launch.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                         help="inline (default): run here (under torchrun if started so); slurm: submit the pending "

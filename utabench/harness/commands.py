@@ -19,7 +19,7 @@ def _device_type(device: str) -> str:
     return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
-SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir", "decode")
+SETTING_FLAGS = ("device", "batch_size", "workers", "precision", "threads", "cache_dir", "decode", "parallel")
 
 
 def _settings(args, settings: dict) -> dict:
@@ -132,10 +132,12 @@ def cmd_run(args) -> int:
     return 0
 
 
-def prepare_run_all(args, settings_override=None):
+def prepare_run_all(args, settings_override=None, log=None):
     """What every `run-all` starts with, in this process: the checked config, the run context, the results
     directory (writable), the embedded world if the config has one, and every pretraining config checked.
-    Returns (config, context, results, resolver, progress); nothing is trained yet."""
+    Returns (config, context, results, resolver, progress); nothing is trained yet. `log` is given in the worker
+    processes of `--parallel`: their lines go to it, and their progress prints nothing (the main process announces
+    each stage) and keeps its times to itself."""
     from utabench.core.distributed import barrier
     from utabench.core.io import check_writable_dir
     from utabench.core.progress import Progress
@@ -145,12 +147,13 @@ def prepare_run_all(args, settings_override=None):
 
     cfg = load_config(args.config)
     ctx = _context(args, {**cfg.settings, **(settings_override or {})})
-    for note in cfg.notes if ctx.dist.is_main else ():
+    for note in cfg.notes if ctx.dist.is_main and log is None else ():
         print(f"utabench: note: {note}", file=sys.stderr)
     results = Path(args.results or cfg.results or DEFAULT_RESULTS)
     check_writable_dir(results, "results directory", "pass --results DIR")
-    log = print if ctx.dist.is_main else (lambda _: None)
-    progress = Progress(ctx.cache_dir if ctx.dist.is_main else None, log)
+    worker = log is not None
+    log = log or (print if ctx.dist.is_main else (lambda _: None))
+    progress = Progress(None, lambda _: None) if worker else Progress(ctx.cache_dir if ctx.dist.is_main else None, log)
     world = world_root(ctx.cache_dir, cfg.world) if cfg.world is not None else None
     resolver = PretrainedResolver(ctx, world, log, progress=progress)
     resolver.check(cfg.backbones)  # every pretraining config is read and checked before anything is generated
@@ -168,15 +171,24 @@ def prepare_run_all(args, settings_override=None):
 def run_all(args, cells=None, pretrain_only: bool = False) -> int:
     """run-all in this process (and its torchrun peers): pretrain what the config asks for, run the pending jobs
     (only `cells`, when given: what a launched job runs), then print the tables."""
+    import torch
+
+    from utabench.harness.parallel import auto_parallel, run_parallel
     from utabench.harness.report import write_report
     from utabench.harness.store import load_results
     from utabench.harness.tables import render
 
     cfg, ctx, results, resolver, progress = prepare_run_all(args)
-    backbones = resolver.resolve(cfg.backbones)
-    if pretrain_only:
-        return 0
-    summary = _run(args, backbones, cfg.tasks, results, ctx, cells, progress)
+    settings = _settings(args, cfg.settings)
+    budget = int(settings.get("threads") or torch.get_num_threads())
+    workers = auto_parallel(settings.get("parallel", 1), _device_type(ctx.device), ctx.dist.world_size, budget)
+    if workers > 1 and cells is None and not pretrain_only:
+        summary = run_parallel(args, cfg, ctx, results, resolver, progress, workers, budget)
+    else:
+        backbones = resolver.resolve(cfg.backbones)
+        if pretrain_only:
+            return 0
+        summary = _run(args, backbones, cfg.tasks, results, ctx, cells, progress)
     if ctx.dist.is_main and cells is None:
         print()
         print(render(load_results(results), "markdown", with_paper=False))

@@ -62,6 +62,9 @@ class Settings(Schema):
     skip_corrupt: bool = False
     decode: Literal["pil", "gpu"] = "pil"  # gpu: batched nvjpeg decode and resize on the device (pixels differ a little)
     feature_cache: bool = True  # keep zero-shot / retrieval image features in the cache directory
+    # run-all's stages at once, as worker processes (harness/parallel.py); auto: one per thread (at most 4) on a CPU,
+    # 1 on CUDA or under torchrun
+    parallel: Union[PositiveInt, Literal["auto"]] = 1
 
     @field_validator("workers", mode="before")
     @classmethod

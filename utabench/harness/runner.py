@@ -98,7 +98,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
     return record
 
 
-def _row(job: Job, status: str) -> Dict[str, str]:
+def summary_row(job: Job, status: str) -> Dict[str, str]:
     return {"backbone": job.backbone_key, "task": job.task, "dataset": job.dataset["name"], "status": status}
 
 
@@ -128,23 +128,37 @@ def _run_one(job: Job, backbone, data, ctx: RunContext, log: Callable[[str], Non
     return status
 
 
+def _dataset_key(task: str, dataset: Dict[str, Any]) -> tuple:
+    return task, dataset["name"], str(dataset.get("root"))
+
+
+def load_datasets(entries: List[tuple], loaded: Optional[Dict[tuple, Any]] = None) -> Dict[tuple, Any]:
+    """Each (task, dataset entry)'s data, loaded (and so validated) once: bad input fails here, before any model is
+    built. `loaded` keeps what was loaded before."""
+    loaded = {} if loaded is None else loaded
+    for task, dataset in entries:
+        key = _dataset_key(task, dataset)
+        if key not in loaded:
+            loaded[key] = TASKS.get(task)().load(dataset)
+    return loaded
+
+
 def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False, log: Callable[[str], None] = print,
-             progress: Optional[Progress] = None) -> List[Dict[str, str]]:
+             progress: Optional[Progress] = None, loaded: Optional[Dict[tuple, Any]] = None) -> List[Dict[str, str]]:
     """Run the jobs that are not done (all with `force`); returns one summary row per job. A job that another
     process is running on the same results (its record is locked) is skipped. With `progress`, a line before
-    each job gives its estimate and what the run has left."""
+    each job gives its estimate and what the run has left. `loaded`: datasets loaded by earlier calls, kept."""
     summary = []
     pending = []
     for job in jobs:
         if not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
-            summary.append(_row(job, "skipped (done)"))
+            summary.append(summary_row(job, "skipped (done)"))
         else:
             pending.append(job)
-    datasets = {}
-    for job in pending:  # validate all inputs up front
-        key = (job.task, job.dataset["name"], str(job.dataset.get("root")))
-        if key not in datasets:
-            data = datasets[key] = TASKS.get(job.task)().load(job.dataset)
+    datasets = load_datasets([(job.task, job.dataset) for job in pending], loaded)  # all inputs up front
+    for key in {_dataset_key(job.task, job.dataset) for job in pending}:
+        data = datasets[key]
+        if not data.fingerprint:
             data.fingerprint = broadcast(ctx.dist, fingerprint(data.root, data.files, data.extra, ctx.cache_dir)
                                          if ctx.dist.is_main else None)
     by_backbone: Dict[str, List[Job]] = {}
@@ -162,7 +176,7 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False, log: Callabl
             if held_by is not None:
                 lock.release()
                 log(f"[{key}] {job.task} / {job.dataset['name']}: skipped, being run by {held_by}")
-                summary.append(_row(job, f"skipped (running: {held_by})"))
+                summary.append(summary_row(job, f"skipped (running: {held_by})"))
                 continue
             try:
                 place = order.index(job)
@@ -171,8 +185,8 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False, log: Callabl
                                            f"{job.dataset['name']}", [f"job:{j.cell}" for j in order[place + 1:]])
                 if backbone is None:
                     backbone = build_backbone(group[0].backbone).to(ctx.device)
-                data = datasets[(job.task, job.dataset["name"], str(job.dataset.get("root")))]
-                summary.append(_row(job, _run_one(job, backbone, data, ctx, log)))
+                data = datasets[_dataset_key(job.task, job.dataset)]
+                summary.append(summary_row(job, _run_one(job, backbone, data, ctx, log)))
                 if progress is not None:
                     progress.done(f"job:{job.cell}", start)
             finally:

@@ -19,6 +19,9 @@
     teacher_cache: false                  # true: keep the teacher's tokens per epoch in <out>/../teacher-tokens, so
                                           # runs of other objectives or masks on the same data and teacher reuse
                                           # them (bit-identical; small runs only, see teacher_cache.py)
+    threads: 1                            # optional: train with exactly this many torch CPU threads, whatever
+                                          # --threads says, so a CPU run gives the same bits at any thread setting
+                                          # or parallelism (default: the run's thread count)
 
 Every level is a schema: an unknown key (`optim: {epoch: 1}`) or a bad value is refused when the file is read.
 Unset values take the defaults below (the paper's, section 3 and REFERENCE.md). `steps` / `warmup_steps` in
@@ -150,6 +153,7 @@ class PretrainConfig(Schema):
     seed: NonNegativeInt = 0
     workers: NonNegativeInt = 4
     teacher_cache: bool = False  # distillation: keep the teacher's tokens per epoch for runs of other objectives
+    threads: Optional[PositiveInt] = None  # torch CPU threads of the training (default: the run's)
     paper: Optional[PaperAblation] = None
 
     @field_validator("teacher", "init")
@@ -245,7 +249,10 @@ def _flatten(cfg: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def training_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in _flatten(cfg).items() if k not in _RUN_ONLY and k != "paper"}
+    """What the trained weights depend on; `threads` only when a config fixes it (CPU reductions depend on it), so
+    configs without it keep their fingerprints."""
+    return {k: v for k, v in _flatten(cfg).items()
+            if k not in _RUN_ONLY and k != "paper" and not (k == "threads" and v is None)}
 
 
 def fingerprint(cfg: Dict[str, Any]) -> str:

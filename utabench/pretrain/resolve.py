@@ -31,15 +31,19 @@ class PretrainedResolver:
             self.world = self.world_factory()
         return self.world
 
-    def config_for(self, entry: Dict[str, Any], train_teacher: bool = True) -> Dict[str, Any]:
+    def config_for(self, entry: Dict[str, Any], train_teacher: bool = True,
+                   cached_only: bool = False) -> Optional[Dict[str, Any]]:
         """The pretraining config an entry names; its teacher (or the student it fine-tunes, `init`), if itself a
-        `pretrain:` entry, is trained first (with `train_teacher` False it is only checked, as is everything else)."""
+        `pretrain:` entry, is trained first (with `train_teacher` False it is only checked, as is everything else;
+        with `cached_only`, None when it would have to be trained)."""
         path = config_path(str(entry["pretrain"]))
         raw = with_world(read_raw(path), self._world)
         for key in ("teacher", "init"):
             if isinstance(raw.get(key), dict) and "pretrain" in raw[key]:
                 if train_teacher:
-                    raw[key] = self.resolve_entry(raw[key])
+                    raw[key] = self.resolve_entry(raw[key], cached_only)
+                    if raw[key] is None:
+                        return None
                 else:
                     self.config_for(raw[key], train_teacher=False)
         return build_config(raw, str(path), entry.get("objective"))
@@ -50,14 +54,19 @@ class PretrainedResolver:
             if isinstance(entry, dict) and "pretrain" in entry:
                 self.config_for(entry, train_teacher=False)
 
-    def resolve_entry(self, entry: Dict[str, Any]) -> Dict[str, Any]:
-        """The backbone entry that a `pretrain:` entry stands for, training it first if the cache lacks it."""
+    def resolve_entry(self, entry: Dict[str, Any], cached_only: bool = False) -> Optional[Dict[str, Any]]:
+        """The backbone entry that a `pretrain:` entry stands for, training it first if the cache lacks it (with
+        `cached_only`: None instead of training it or a teacher it names)."""
         from utabench.pretrain.run import pretrain
 
-        cfg = self.config_for(entry)
+        cfg = self.config_for(entry, cached_only=cached_only)
+        if cfg is None:
+            return None
         out = self.ctx.cache_dir / "pretrain" / f"{cfg['objective'].replace('+', '-')}-{fingerprint(cfg)}"
         label = entry.get("name") or entry["pretrain"]
         fresh = not (out / "final.json").is_file()
+        if fresh and cached_only:
+            return None
         stage = f"pretrain:{label}:{cfg['objective']}"
         if fresh:
             start = self.progress.start(stage, f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into "

@@ -1,0 +1,110 @@
+"""run-all --parallel: stages on worker processes give the serial run's records and checkpoints bit for bit (threads
+fixed per stage), a worker's failure is one line with a non-zero exit, and a pretraining config's `threads` is checked
+and applied."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+import yaml
+
+from utabench.core.errors import UtabenchError
+from utabench.harness.cli import main
+from utabench.harness.parallel import auto_parallel
+from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
+from utabench.pretrain.run import cpu_threads
+
+COUNTS = {"val": 2, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 6, "coco": 6, "train": 7,
+          "pairs": 130, "det_train": 0, "seg_train": 0, "llava_pretrain": 0, "llava_instruct": 0}
+
+
+def _config(tmp_path, backbones=None):
+    world_sets = {
+        "zeroshot-classification": [{"name": "imagenet-1k", "type": "imagenet", "root": "{world}/imagenet",
+                                     "classes": "{world}/classes.json", "templates": "{world}/templates.txt"}],
+        "retrieval": [{"name": "flickr30k", "type": "flickr30k", "root": "{world}/flickr30k"}]}
+    cfg = {"settings": {"device": "cpu"}, "world": {"seed": 0, "counts": COUNTS},
+           "backbones": backbones or [{"name": "clip-tiny", "spec": "clip:utabench-clip-tiny"},
+                                      {"name": "uta-student", "pretrain": "world-student.yaml"},
+                                      {"name": "world-clip-teacher", "pretrain": "world-clip.yaml"}],
+           "tasks": world_sets}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(tmp_path, config, name, *flags):
+    return main(["run-all", "--config", str(config), "--results", str(tmp_path / name / "results"),
+                 "--cache-dir", str(tmp_path / name / "cache"), "--no-progress", *flags])
+
+
+def _records(folder):
+    return {p.relative_to(folder).as_posix(): json.loads(p.read_text())["metrics"] for p in folder.rglob("*.json")}
+
+
+def _checkpoints(cache):
+    """The trained weights' digests (the folders' names hold the cache's world path, so differ between caches)."""
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (cache / "pretrain").glob("*/final.safetensors"))
+
+
+def test_parallel_run_all_gives_the_serial_bits(tmp_path, capsys):
+    config = _config(tmp_path)
+    assert _run(tmp_path, config, "serial", "--parallel", "1", "--threads", "1") == 0
+    serial = capsys.readouterr().out
+    assert _run(tmp_path, config, "parallel", "--parallel", "2", "--threads", "2") == 0
+    out = capsys.readouterr().out
+    # the teacher first (the student waits for it), every stage announced once, the workers' lines printed here
+    assert out.index("[world-clip-teacher] pretraining clip") < out.index("[uta-student] pretraining uta")
+    assert out.count("] pretraining ") == serial.count("] pretraining ") == 2
+    assert out.count("[uta-student] zeroshot-classification / imagenet-1k: top1") == 1
+    assert "run-all done in" in out and "6 complete (of 6 jobs)" in out
+    ours, theirs = _records(tmp_path / "parallel" / "results"), _records(tmp_path / "serial" / "results")
+    assert len(ours) == 6 and ours == theirs
+    checkpoints = _checkpoints(tmp_path / "parallel" / "cache")
+    assert len(checkpoints) == 2 and checkpoints == _checkpoints(tmp_path / "serial" / "cache")
+    times = json.loads((tmp_path / "parallel" / "cache" / "stage-times.json").read_text())
+    assert {"pretrain:uta-student:uta", "job:uta-student/retrieval/flickr30k"} <= set(times)
+    assert _run(tmp_path, config, "parallel", "--parallel", "2", "--threads", "2") == 0  # all done: nothing runs
+    assert "6 skipped (of 6 jobs)" in capsys.readouterr().out
+
+
+def test_a_failing_stage_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    config = _config(tmp_path, [{"name": "clip-tiny", "spec": "clip:utabench-clip-tiny"},
+                                {"name": "broken", "spec": "clip:utabench-clip-tiny", "checkpoint": str(broken)}])
+    assert _run(tmp_path, config, "run", "--parallel", "2", "--threads", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("utabench: error: ") and "broken.safetensors" in err and "Traceback" not in err
+
+
+def test_auto_parallel():
+    assert auto_parallel("auto", "cpu", 1, 2) == 2
+    assert auto_parallel("auto", "cpu", 1, 64) == 4
+    assert auto_parallel("auto", "cuda", 1, 64) == 1
+    assert auto_parallel("auto", "cpu", 8, 64) == 1  # under torchrun
+    assert auto_parallel(3, "cuda", 1, 1) == 3
+
+
+def test_bad_parallel_value_is_refused(tmp_path, capsys):
+    assert _run(tmp_path, _config(tmp_path), "run", "--parallel", "0") == 2
+    assert "parallel" in capsys.readouterr().err
+
+
+def test_pretraining_threads_are_checked_applied_and_fingerprinted():
+    raw = read_raw(config_path("world-student.yaml"))
+    raw["teacher"] = {"spec": "clip:utabench-clip-world"}
+    with pytest.raises(UtabenchError, match="threads"):
+        build_config({**raw, "threads": 0})
+    unset = build_config({k: v for k, v in raw.items() if k != "threads"})
+    assert unset["threads"] is None
+    assert "threads" not in json.dumps(sorted(k for k in unset if unset[k] is not None))
+    one, two = build_config({**raw, "threads": 1}), build_config({**raw, "threads": 2})
+    assert len({fingerprint(unset), fingerprint(one), fingerprint(two)}) == 3
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
