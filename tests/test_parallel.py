@@ -71,6 +71,16 @@ def test_parallel_run_all_gives_the_serial_bits(tmp_path, capsys):
     assert "6 skipped (of 6 jobs)" in capsys.readouterr().out
 
 
+def test_two_names_for_one_pretraining_run(tmp_path, capsys):
+    config = _config(tmp_path, [{"name": "uta-a", "pretrain": "world-student.yaml"},
+                                {"name": "uta-b", "pretrain": "world-student.yaml", "objective": "uta"}])
+    assert _run(tmp_path, config, "run", "--parallel", "2", "--threads", "2") == 0
+    out = capsys.readouterr().out
+    assert out.count("] pretraining ") == 2  # the teacher (named by the student's config) and the student, once
+    records = _records(tmp_path / "run" / "results")
+    assert len(records) == 4 and records["uta-a/retrieval/flickr30k.json"] == records["uta-b/retrieval/flickr30k.json"]
+
+
 def test_a_failing_stage_is_one_line(tmp_path, capsys):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
 from utabench.pretrain.config import config_path, is_pretrain_entry
 
@@ -39,7 +40,7 @@ class Stage:
     payload: Any  # pretrain: the backbone entry; jobs: the Job list
     keys: Tuple[str, ...]  # its stage-time keys
     needs: Tuple[str, ...] = ()  # pretraining ids to finish first
-    backbone: Optional[str] = None  # pretrain: the backbone entry's name whose jobs wait for it
+    named: List[Dict[str, Any]] = field(default_factory=list)  # pretrain: the backbone entries whose jobs wait for it
     later: Tuple[str, ...] = ()  # pretrain: the stage-time keys of those jobs (for the time left)
     order: int = 0  # position in the config (ties of priority keep it)
 
@@ -131,12 +132,14 @@ def _add_pretraining(plan: _Plan, resolver, entry: Dict[str, Any], budget: int, 
         stage = plan.stages[ident] = Stage(ident, "pretrain", f"[{label}] pretraining {cfg['objective']} "
                                            f"({entry['pretrain']})", int(cfg.get("threads") or budget), entry,
                                            (f"pretrain:{label}:{cfg['objective']}",), needs, order=order)
-    if backbone is not None:  # a named backbone entry: its name, not a nested teacher's, is what the jobs use
-        stage.payload, stage.backbone = entry, backbone
-        stage.label = f"[{backbone}] pretraining {cfg['objective']} ({entry['pretrain']})"
-        stage.keys = (f"pretrain:{backbone}:{cfg['objective']}",)
-        stage.later = tuple(f"job:{backbone}/{task}/{dataset['name']}" for task, datasets in tasks.items()
-                            for dataset in datasets if backbone in dataset.get("backbones", [backbone]))
+    if backbone is not None:  # a named backbone entry: the first one's name, not a nested teacher's, labels it
+        if not stage.named:
+            stage.payload = entry
+            stage.label = f"[{backbone}] pretraining {cfg['objective']} ({entry['pretrain']})"
+            stage.keys = (f"pretrain:{backbone}:{cfg['objective']}",)
+        stage.named.append(entry)
+        stage.later += tuple(f"job:{backbone}/{task}/{dataset['name']}" for task, datasets in tasks.items()
+                             for dataset in datasets if backbone in dataset.get("backbones", [backbone]))
     return ident
 
 
@@ -226,9 +229,13 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
             finished.add(name)
             if stage.kind == "jobs":
                 summary += reply["result"]
-            elif stage.backbone is not None:
-                for job_stage in _job_stages(reply["result"], cfg.tasks, results, args.force, job_threads,
-                                             stage.order, summary):
+            for entry in stage.named:  # each backbone entry trained by it (several may name the same run)
+                resolved = resolver.resolve_entry(copy.deepcopy(entry), cached_only=True)
+                if resolved is None:
+                    raise UtabenchError(f"pretraining {entry['pretrain']} finished but the cache lacks its output; "
+                                        "rerun")
+                for job_stage in _job_stages(resolved, cfg.tasks, results, args.force, job_threads, stage.order,
+                                             summary):
                     pending[job_stage.name] = job_stage
         pool.close()
     finally:
