@@ -28,7 +28,6 @@ from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write_json
 from utabench.core.schema import Schema, flag_name, validate
 
-CHEAP_TASKS = ("zeroshot-classification", "retrieval")  # one GPU, minutes: one job array
 SWEEP = ".sweep"
 
 
@@ -139,7 +138,7 @@ def launch(args) -> int:
     from utabench.core.registry import TASKS
     from utabench.harness.commands import prepare_run_all
     from utabench.harness.report import write_report
-    from utabench.harness.runner import plan_jobs
+    from utabench.harness.runner import CHEAP_TASKS, plan_jobs  # cheap cells: one GPU, minutes: one job array
     from utabench.harness.store import is_done, load_results
     from utabench.harness.tables import render
 

@@ -28,8 +28,6 @@ from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
 from utabench.pretrain.config import config_path, is_pretrain_entry
 
-CHEAP_TASKS = ("zeroshot-classification", "retrieval")  # seconds per dataset: one stage per backbone and task
-
 
 @dataclass
 class Stage:
@@ -65,10 +63,10 @@ def auto_parallel(parallel, device_type: str, world_size: int, budget: int) -> i
 _WORKER: Dict[str, Any] = {}
 
 
-def _init_worker(args) -> None:
-    """Fill the registries and set up as run-all does, without progress bars (several workers share one terminal).
-    A failure is kept and raised by the first stage: a pool whose initializer raises would start replacement workers
-    forever."""
+def _init_worker(args, datasets: Dict[tuple, Any]) -> None:
+    """Fill the registries and set up as run-all does, without progress bars (several workers share one terminal);
+    `datasets`: what the main process loaded, so that no worker lists them again. A failure is kept and raised by the
+    first stage: a pool whose initializer raises would start replacement workers forever."""
     from utabench.harness.commands import prepare_run_all
     from utabench.harness.plugins import load_all
 
@@ -77,14 +75,14 @@ def _init_worker(args) -> None:
         load_all()
         lines: List[str] = []
         cfg, ctx, results, resolver, progress = prepare_run_all(args, log=lines.append)
-        _WORKER.update(args=args, ctx=ctx, resolver=resolver, progress=progress, lines=lines, datasets={})
+        _WORKER.update(args=args, ctx=ctx, resolver=resolver, progress=progress, lines=lines, datasets=datasets)
     except BaseException as exc:  # noqa: B036  (handed to the first stage, which raises it in the main process)
         _WORKER["error"] = exc
 
 
 def _run_stage(kind: str, payload: Any, threads: int) -> Dict[str, Any]:
-    """Run one stage in this worker: returns its result (a pretraining run's resolved entry, a job stage's summary
-    rows), its log lines and its stage times."""
+    """Run one stage in this worker: returns its result (a job stage's summary rows; nothing for a pretraining run,
+    whose backbone entries the main process reads from the cache), its log lines and its stage times."""
     import torch
 
     from utabench.harness.runner import run_jobs
@@ -95,8 +93,9 @@ def _run_stage(kind: str, payload: Any, threads: int) -> Dict[str, Any]:
     lines, progress = _WORKER["lines"], _WORKER["progress"]
     lines.clear()
     progress.times.clear()
+    result = None
     if kind == "pretrain":
-        result = _WORKER["resolver"].resolve_entry(copy.deepcopy(payload))
+        _WORKER["resolver"].resolve_entry(copy.deepcopy(payload))
     else:
         result = run_jobs(payload, _WORKER["ctx"], force=_WORKER["args"].force, log=lines.append, progress=progress,
                           loaded=_WORKER["datasets"])
@@ -147,7 +146,7 @@ def _job_stages(entry: Dict[str, Any], tasks, results: Path, force: bool, thread
                 summary: List[Dict[str, str]]) -> List[Stage]:
     """The stages of a (resolved) backbone's pending jobs; its finished jobs go into the summary."""
     from utabench.backbones.factory import parse_backbone_spec
-    from utabench.harness.runner import plan_jobs, summary_row
+    from utabench.harness.runner import CHEAP_TASKS, plan_jobs, summary_row
     from utabench.harness.store import is_done
 
     groups: Dict[Tuple[str, ...], List] = {}
@@ -155,6 +154,7 @@ def _job_stages(entry: Dict[str, Any], tasks, results: Path, force: bool, thread
         if not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
             summary.append(summary_row(job, "skipped (done)"))
             continue
+        # cheap tasks: one stage per backbone and task; the others one per dataset
         group = (job.task,) if job.task in CHEAP_TASKS else (job.task, job.dataset["name"])
         groups.setdefault(group, []).append(job)
     stages = []
@@ -182,8 +182,8 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     rows of every job (as `run_jobs` does)."""
     from utabench.harness.runner import load_datasets
 
-    load_datasets([(task, dataset) for task, datasets in cfg.tasks.items() for dataset in datasets])  # bad input
-    # fails here, before anything is trained
+    # bad input fails here, before anything is trained; the workers get what is loaded
+    loaded = load_datasets([(task, dataset) for task, datasets in cfg.tasks.items() for dataset in datasets])
     job_threads = max(1, budget // workers)
     plan, summary = _Plan(), []
     for order, entry in enumerate(cfg.backbones):
@@ -200,7 +200,7 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     finished: set = set()
     replies: "queue.SimpleQueue" = queue.SimpleQueue()
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(args,))
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(args, loaded))
     started = 0
     try:
         while pending or running:

@@ -24,6 +24,8 @@ from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
 from utabench.harness.store import RecordLock, cell_name, is_done, record_path, write_record
 
+CHEAP_TASKS = ("zeroshot-classification", "retrieval")  # evaluation only, seconds to minutes a dataset; the rest train
+
 
 @dataclass
 class Job:
