@@ -230,3 +230,18 @@ def test_small_sources_are_decoded_once_and_give_the_same_samples(world, monkeyp
     again = [fresh[(i, epoch)] for epoch in (0, 1) for i in range(len(records))]
     assert not fresh._decoded
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(items, again))
+
+
+def test_memoised_captions_tokenise_as_the_tokenizer_does_and_the_memo_is_bounded():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from utabench.pretrain.tokens import MemoTokenizer
+
+    plain = SimpleTokenizer(context_length=16)
+    memo = MemoTokenizer(plain, rows=2)
+    batches = [["a photo of a star.", "a red ring", "a photo of a star."],
+               ["a red ring", "an arrow pointing left, drawn on a very long caption that is cut at sixteen tokens"],
+               ["a photo of a star.", "a blue heart", "a red ring"]]
+    for batch in batches:
+        assert torch.equal(memo(batch), plain(batch))
+    assert memo._row.cache_info().currsize == 2 and memo._row.cache_info().hits >= 2

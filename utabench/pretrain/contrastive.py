@@ -24,6 +24,7 @@ from utabench.core.logs import quiet
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize
 from utabench.pretrain.recipes import RECIPES
+from utabench.pretrain.tokens import MemoTokenizer
 
 
 @RECIPES.register("contrastive", help="an open_clip model trained on image-caption pairs (the world's CLIP teacher)")
@@ -39,7 +40,7 @@ class ContrastiveRecipe:
             torch.manual_seed(int(cfg["seed"]))
             self.module = open_clip.create_model(model, pretrained=None)
         self.model_name = model
-        self.tokenizer = open_clip.get_tokenizer(model)
+        self.tokenizer = MemoTokenizer(open_clip.get_tokenizer(model))
         mean = getattr(self.module.visual, "image_mean", None) or OPENAI_DATASET_MEAN
         std = getattr(self.module.visual, "image_std", None) or OPENAI_DATASET_STD
         self.norm = _Normalize(mean, std).to(device)

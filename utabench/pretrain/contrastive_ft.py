@@ -35,6 +35,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.tokenizer import SimpleTokenizer
 from timm.optim import create_optimizer_v2
 from timm.optim._param_groups import param_groups_layer_decay
 from torch import nn
@@ -54,6 +55,7 @@ from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize, release_text_state
 from utabench.pretrain.recipes import RECIPES
 from utabench.pretrain.schedule import warmup_cosine_steps
+from utabench.pretrain.tokens import MemoTokenizer
 
 
 class _Layered(nn.Module):
@@ -142,7 +144,7 @@ class ContrastiveFinetuneRecipe:
         self.temperature = self._temperature(init)
         self.module = ContrastiveModel(visual, text, self.temperature)
         self.init_key = init.spec.key
-        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.config["text"]["context_length"])
+        self.tokenizer = MemoTokenizer(SimpleTokenizer(context_length=self.config["text"]["context_length"]))
         self.norm = _Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(device)  # the `uta` transform's
         self.loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=dist.rank, world_size=dist.world_size)
         size = int(self.config["vision"]["image_size"])
