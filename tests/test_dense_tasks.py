@@ -29,8 +29,11 @@ def _run(world, results, task, dtype, recipe, *extra, backbone="uta:tiny"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task,dtype,recipe,keys", RUNS)
-def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtype, recipe, keys):
+def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtype, recipe, keys, capfd):
     assert _run(world, tmp_path / "r", task, dtype, recipe) == 0
+    out, err = capfd.readouterr()  # the result line alone: the libraries' prints and warnings are in console.log
+    assert out.strip().splitlines() == [line for line in out.strip().splitlines() if line.startswith("[uta:tiny]")]
+    assert "Warning" not in err and "Average Precision" not in out + err
     record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json")
     assert record["status"] == "complete" and all(k in record["metrics"] for k in keys)
     assert record["dataset_type"] == dtype  # as the entry names it (`coco` for detection reads coco-instances)
@@ -41,6 +44,7 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     work = Path(details["work_dir"])  # only what --eval-only needs is kept: no resumable training state
     assert not list(work.glob("iter_*.pth")) and not (work / "last_checkpoint").exists()
     assert sorted(p.name for p in work.glob("*.pth")) == ["finetuned.pth"]
+    assert (work / "console.log").is_file()
     # the fine-tuned checkpoint evaluates to the same numbers
     assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
     again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")

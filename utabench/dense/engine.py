@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from utabench.core.logs import quiet
+from utabench.core.logs import chatter_to, quiet
 
 
 def _plain(value):
@@ -63,10 +63,12 @@ def last_checkpoint(work_dir: Path) -> Optional[Path]:
 
 def train_and_test(cfg, finetuned: Optional[str] = None) -> Tuple[Dict[str, float], float, float]:
     """Fine-tune unless `finetuned` is given (then load it and only test); returns the test metrics and the seconds
-    spent training (this run's part, after a resume) and testing."""
+    spent training (this run's part, after a resume) and testing. What the libraries print goes to the work
+    directory's `console.log`."""
     from mmengine.runner import Runner
 
-    with quiet("", "mmengine"):  # mmengine logs at INFO to the root logger and its own
+    console = Path(cfg.work_dir) / "console.log"  # mmengine's, mmdet's, pycocotools' and lvis' prints and warnings
+    with chatter_to(console), quiet("", "mmengine"):  # mmengine logs at INFO to the root logger and its own
         if finetuned:
             cfg.load_from = str(finetuned)
             cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None

@@ -45,6 +45,7 @@ def _context(args, settings: dict):
 
     from utabench.core.context import RunContext, resolve_device, resolve_precision, resolve_workers
     from utabench.core.distributed import init_distributed
+    from utabench.core.logs import library_bars_off
 
     settings = _settings(args, settings)
     if settings.get("threads"):
@@ -53,13 +54,16 @@ def _context(args, settings: dict):
     kind = _device_type(device)
     info = init_distributed(kind)
     cache = settings.get("cache_dir") or os.environ.get("UTABENCH_CACHE") or Path.home() / ".cache" / "utabench"
+    progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    if not progress:
+        library_bars_off()
     return RunContext(
         device=resolve_device(device, info), batch_size=int(settings.get("batch_size", 64)),
         workers=resolve_workers(settings.get("workers", "auto"), kind, _local_world_size()),
         precision=resolve_precision(settings.get("precision", "auto"), kind), cache_dir=Path(cache),
         skip_corrupt=bool(settings.get("skip_corrupt")), decode=settings.get("decode", "pil"),
         feature_cache=settings.get("feature_cache", True),
-        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(), dist=info,
+        progress=progress, dist=info,
     )
 
 
