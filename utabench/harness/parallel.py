@@ -20,12 +20,14 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import queue
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
+from utabench.harness.time_left import Planned, time_left
 from utabench.pretrain.config import config_path, is_pretrain_entry
 
 
@@ -165,8 +167,26 @@ def _job_stages(entry: Dict[str, Any], tasks, results: Path, force: bool, thread
     return stages
 
 
-def _estimate(progress: Progress, stage: Stage, with_later: bool = False) -> float:
-    return sum(progress.estimate(key) or 0.0 for key in stage.keys + (stage.later if with_later else ()))
+def _estimate(progress: Progress, stage: Stage) -> float:
+    return sum(progress.estimate(key) or 0.0 for key in stage.keys)
+
+
+def _left(progress: Progress, pending: Dict[str, Stage], running: Dict[str, Stage], began: Dict[str, float],
+          workers: int, budget: int, job_threads: int) -> float:
+    """The run's time left: the pending stages, what the running ones have left of their estimates, and the jobs
+    that wait for pretraining still to end, scheduled as the run schedules them (harness/time_left.py)."""
+    now, live = time.perf_counter(), set(pending) | set(running)
+    planned, active = {}, {}
+    for name, stage in list(pending.items()) + list(running.items()):
+        seconds = _estimate(progress, stage)
+        if name in running:
+            active[name] = Planned(max(0.0, seconds - (now - began[name])), stage.threads)
+        else:
+            planned[name] = Planned(seconds, stage.threads, tuple(n for n in stage.needs if n in live),
+                                    stage.kind == "pretrain", stage.order)
+        for key in stage.later:
+            planned[f"{name} {key}"] = Planned(progress.estimate(key) or 0.0, job_threads, (name,), order=stage.order)
+    return time_left(planned, active, workers, budget)
 
 
 def _priority(progress: Progress, stage: Stage):
@@ -197,6 +217,7 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     if not pending:  # everything is done: no workers to start
         return summary
     running: Dict[str, Stage] = {}
+    began: Dict[str, float] = {}
     finished: set = set()
     replies: "queue.SimpleQueue" = queue.SimpleQueue()
     context = multiprocessing.get_context("spawn")
@@ -211,10 +232,9 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
                 if len(running) >= workers or (running and used + stage.threads > budget):
                     break
                 del pending[stage.name]
-                running[stage.name] = stage
+                running[stage.name], began[stage.name] = stage, time.perf_counter()
                 started += 1
-                left = sum(_estimate(progress, s, with_later=True)
-                           for s in list(pending.values()) + list(running.values())) / workers
+                left = _left(progress, pending, running, began, workers, budget, job_threads)
                 progress.announce(f"[{started}] {stage.label}", _estimate(progress, stage), left)
                 pool.apply_async(_run_stage, (stage.kind, stage.payload, stage.threads),
                                  callback=lambda reply, name=stage.name: replies.put((name, reply, None)),
