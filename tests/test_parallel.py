@@ -60,6 +60,7 @@ def test_parallel_run_all_gives_the_serial_bits(tmp_path, capsys):
     assert out.index("[world-clip-teacher] pretraining clip") < out.index("[uta-student] pretraining uta")
     assert out.count("] pretraining ") == serial.count("] pretraining ") == 2
     assert out.count("[uta-student] zeroshot-classification / imagenet-1k: top1") == 1
+    assert out.count("[uta-student] FLOPs per image and step: student") == 1  # a worker's line names its stage
     assert "run-all done in" in out and "6 complete (of 6 jobs)" in out
     ours, theirs = _records(tmp_path / "parallel" / "results"), _records(tmp_path / "serial" / "results")
     assert len(ours) == 6 and ours == theirs
@@ -118,3 +119,18 @@ def test_pretraining_threads_are_checked_applied_and_fingerprinted():
     with cpu_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_time_left_follows_the_packing():
+    from utabench.harness.time_left import Planned, time_left
+
+    # a teacher on both threads, then two 1-thread students side by side, then a job that waits for one of them
+    teacher = Planned(100.0, 2, pretrain=True)
+    stages = {"teacher": teacher, "uta": Planned(50.0, 1, ("teacher",), pretrain=True),
+              "fd": Planned(40.0, 1, ("teacher",), pretrain=True), "uta-job": Planned(30.0, 1, ("uta",))}
+    assert time_left(stages, {}, workers=2, budget=2) == 180.0  # 100, then 50 beside 40 + 30
+    # the teacher half done: what it has left counts; one worker runs everything in turn
+    rest = {k: v for k, v in stages.items() if k != "teacher"}
+    assert time_left(rest, {"teacher": Planned(50.0, 2)}, workers=2, budget=2) == 130.0
+    assert time_left(stages, {}, workers=1, budget=2) == 220.0
+    assert time_left({"job": Planned(5.0, 1, ("gone",))}, {}, workers=2, budget=2) == 0.0  # unplanned need

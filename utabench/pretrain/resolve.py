@@ -71,7 +71,8 @@ class PretrainedResolver:
         if fresh:
             start = self.progress.start(stage, f"[{label}] pretraining {cfg['objective']} ({entry['pretrain']}) into "
                                         f"{out}")
-        meta = pretrain(cfg, out, self.ctx.device, self.ctx.dist, progress=self.ctx.progress, log=self.log)
+        meta = pretrain(cfg, out, self.ctx.device, self.ctx.dist, progress=self.ctx.progress,
+                        log=lambda line: self.log(f"[{label}] {line}"))  # run-all's workers interleave their lines
         if fresh:
             self.progress.done(stage, start)
         resolved = {k: v for k, v in entry.items() if k not in ("pretrain", "objective")}
