@@ -122,7 +122,7 @@ def test_pretraining_threads_are_checked_applied_and_fingerprinted():
 
 
 def test_time_left_follows_the_packing():
-    from utabench.harness.time_left import Planned, time_left
+    from utabench.harness.schedule import Planned, time_left
 
     # a teacher on both threads, then two 1-thread students side by side, then a job that waits for one of them
     teacher = Planned(100.0, 2, pretrain=True)

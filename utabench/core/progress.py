@@ -57,7 +57,7 @@ class Progress:
 
     def announce(self, label: str, known: Optional[float], left: Optional[float]) -> None:
         """A stage's line: its estimate and the time the run has left (None: unknown)."""
-        left_text = f"; about {_duration(left)} left" if left is not None and known is not None else ""
+        left_text = f"; about {_duration(left)} left" if left is not None else ""
         self.log(f"… {label} (est. {_duration(known) if known is not None else '?'}{left_text})")
 
     def done(self, key: str, start: float) -> float:

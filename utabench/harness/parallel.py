@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
-from utabench.harness.time_left import Planned, time_left
+from utabench.harness.schedule import Planned, has_room, priority, time_left
 from utabench.pretrain.config import config_path, is_pretrain_entry
 
 
@@ -171,26 +171,24 @@ def _estimate(progress: Progress, stage: Stage) -> float:
     return sum(progress.estimate(key) or 0.0 for key in stage.keys)
 
 
+def _planned(progress: Progress, stage: Stage, needs: Tuple[str, ...] = ()) -> Planned:
+    return Planned(_estimate(progress, stage), stage.threads, needs, stage.kind == "pretrain", stage.order)
+
+
 def _left(progress: Progress, pending: Dict[str, Stage], running: Dict[str, Stage], began: Dict[str, float],
           workers: int, budget: int, job_threads: int) -> float:
     """The run's time left: the pending stages, what the running ones have left of their estimates, and the jobs
-    that wait for pretraining still to end, scheduled as the run schedules them (harness/time_left.py)."""
+    that wait for pretraining still to end, scheduled as the run schedules them (harness/schedule.py)."""
     now, live = time.perf_counter(), set(pending) | set(running)
     planned, active = {}, {}
     for name, stage in list(pending.items()) + list(running.items()):
-        seconds = _estimate(progress, stage)
         if name in running:
-            active[name] = Planned(max(0.0, seconds - (now - began[name])), stage.threads)
+            active[name] = Planned(max(0.0, _estimate(progress, stage) - (now - began[name])), stage.threads)
         else:
-            planned[name] = Planned(seconds, stage.threads, tuple(n for n in stage.needs if n in live),
-                                    stage.kind == "pretrain", stage.order)
+            planned[name] = _planned(progress, stage, tuple(n for n in stage.needs if n in live))
         for key in stage.later:
             planned[f"{name} {key}"] = Planned(progress.estimate(key) or 0.0, job_threads, (name,), order=stage.order)
     return time_left(planned, active, workers, budget)
-
-
-def _priority(progress: Progress, stage: Stage):
-    return (stage.kind != "pretrain", -_estimate(progress, stage), stage.order)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -226,10 +224,10 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     try:
         while pending or running:
             ready = sorted((s for s in pending.values() if all(n in finished for n in s.needs)),
-                           key=lambda s: _priority(progress, s))
+                           key=lambda s: priority(_planned(progress, s)))
             for stage in ready:
-                used = sum(s.threads for s in running.values())
-                if len(running) >= workers or (running and used + stage.threads > budget):
+                if not has_room(len(running), sum(s.threads for s in running.values()), stage.threads, workers,
+                                budget):
                     break
                 del pending[stage.name]
                 running[stage.name], began[stage.name] = stage, time.perf_counter()
