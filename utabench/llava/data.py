@@ -3,14 +3,16 @@
 folder, and the jsonl files of LLaVA-Bench. Malformed input is reported with its file and line number.
 
 A training sample is the image through the backbone's own eval transform (resize, centre crop, its mean / std)
-and the conversation encoded with the stage's template; batches are padded on the right.
+and the conversation encoded with the stage's template; batches are padded on the right. Both are deterministic, so a
+set whose samples fit in `MEMO_BYTES` is kept in memory from its first epoch on (a small set trained for several
+epochs, as the embedded world's, reads and tokenizes each record once; a web-scale set is read as it comes).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -19,6 +21,8 @@ from torch.utils.data import Dataset
 from utabench.core.errors import UtabenchError
 from utabench.core.io import read_jsonl
 from utabench.llava.conversation import IGNORE_INDEX, encode
+
+MEMO_BYTES = 256 * 2**20
 
 
 def read_conversations(path: str | Path) -> List[Dict[str, Any]]:
@@ -69,12 +73,24 @@ class ConversationSet(Dataset):
         if missing:
             raise UtabenchError(f"{len(missing)} images of {source} are not in {self.image_root} (first: "
                                 f"{missing[0]})")
+        self._memo: Dict[int, Dict[str, torch.Tensor]] = {}
+        self._memo_fits: Optional[bool] = None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, key) -> Dict[str, Any]:
         index = key[0] if isinstance(key, tuple) else key
+        sample = self._memo.get(index)
+        if sample is None:
+            sample = self._read(index)
+            if self._memo_fits is None:
+                self._memo_fits = len(self) * sum(v.nbytes for v in sample.values()) <= MEMO_BYTES
+            if self._memo_fits:
+                self._memo[index] = sample
+        return sample
+
+    def _read(self, index: int) -> Dict[str, torch.Tensor]:
         record = self.records[index]
         encoded = encode(self.template, record["conversations"], self.tokenizer, self.image_token_id,
                          self.num_image_tokens, where=f"{self.source} record {index} (id {record.get('id')})",
