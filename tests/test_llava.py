@@ -124,13 +124,13 @@ def test_two_stages_keep_the_encoder_bit_identical(world, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for p in backbone.parameters())
     config = json.loads((s2 / "config.json").read_text())
-    assert config["mm_projector_type"] == "mlp2x_gelu" and config["mm_vision_select_layer"] == -2
-    assert config["utabench"]["backbone"]["spec"] == "uta:tiny" and config["utabench"]["num_image_tokens"] == 64
+    assert config["mm_projector_type"] == "mlp2x_gelu" and config["mm_vision_select_layer"] == -1
+    assert config["utabench"]["backbone"]["spec"] == "uta:tiny" and config["utabench"]["num_image_tokens"] == 65
     from safetensors import safe_open
 
     with safe_open(str(s2 / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
-        assert json.loads(f.metadata()["utabench"])["encoder"] == {"layer": -2, "select": "patch"}
+        assert json.loads(f.metadata()["utabench"])["encoder"] == {"layer": -1, "select": "cls_patch"}
     assert "lm_head.weight" in keys and "model.embed_tokens.weight" in keys and not any("vision" in k for k in keys)
     from safetensors.torch import load_file
 
@@ -188,7 +188,7 @@ def test_gradient_accumulation_matches_the_full_batch(world, tmp_path):
 
 def test_a_batch_whose_labels_are_all_ignored_stops_training(world, tmp_path):
     backbone = build_backbone({"spec": "uta:tiny"})
-    cfg = _stage(world, 1, backbone, max_length=65)  # BOS + 64 image tokens: every caption is cut off
+    cfg = _stage(world, 1, backbone, max_length=66)  # BOS + 65 image tokens (CLS and patches): every caption is cut off
     with pytest.raises(UtabenchError, match="every label of a batch is ignored"):
         train_stage(cfg, backbone, tmp_path / "s", _ctx(tmp_path), print)
     with pytest.raises(UtabenchError, match="cuts into the image"):
@@ -245,7 +245,7 @@ def test_a_checkpoint_refuses_an_encoder_with_another_token_count(world, tmp_pat
     s2 = train_stage(_stage(world, 2, backbone, str(s1 / "mm_projector.bin")), backbone, tmp_path / "stage2",
                      _ctx(tmp_path), print)
     load_finetuned(backbone, s2, torch.float32)
-    with pytest.raises(UtabenchError, match=r"expands each <image> to 64 tokens, but uta:world gives 36"):
+    with pytest.raises(UtabenchError, match=r"expands each <image> to 65 tokens, but uta:world gives 37"):
         load_finetuned(build_backbone({"spec": "uta:world"}), s2, torch.float32)
 
 
@@ -301,7 +301,7 @@ def test_parse_failures_are_counted_and_left_out(tmp_path):
 def test_offline_judge_says_what_it_is(world, tmp_path):
     bench = read_bench(_llava(world, "bench"))
     answers = [{"question_id": q["question_id"], "text": bench.references[q["question_id"]]["text"] if i % 2 else
-                "no idea", "answer_id": f"m-{i}"} for i, q in enumerate(bench.questions)]
+                "unclear", "answer_id": f"m-{i}"} for i, q in enumerate(bench.questions)]
     reviews = review_answers(bench, answers, OfflineJudge(), tmp_path / "reviews.jsonl")
     assert [r["tuple"][1] for r in reviews[1::2]] == [10.0] * len(reviews[1::2])  # the reference itself scores 10
     assert all(r["tuple"][1] == 1.0 for r in reviews[::2])

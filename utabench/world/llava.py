@@ -6,8 +6,10 @@
 - `llava/bench/`: a LLaVA-Bench (In-the-Wild) layout: `questions.jsonl`, `context.jsonl` (what the judge is told
   about each image), `answers_gpt4.jsonl` (reference answers; here the generator's ground truth), `rule.json` (the
   judge's instructions per category) and `images/`.
-- `llava/llm/`: a few-layer LLaMA (random init, seeded) with a word-level tokenizer built from the world's own
-  vocabulary, saved as a transformers model directory (config.json, model.safetensors, tokenizer.json).
+- `llava/llm/`: a few-layer LLaMA with a word-level tokenizer built from the world's own vocabulary, saved as a
+  transformers model directory (config.json, model.safetensors, tokenizer.json). As LLaVA starts from a trained
+  Vicuna, it is first trained, text only, on the training sets' captions and chats (never the bench's), so what
+  LLaVA's two stages add is the image.
 
 All answers are generated from the scene geometry, so they are true of the image.
 """
@@ -21,51 +23,50 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from utabench.datasets.llava import CATEGORIES, VICUNA_SYSTEM
-from utabench.world.phrasing import join_phrases, where_in_image
-from utabench.world.scene import Scene, render
+from utabench.world.phrasing import where_in_image
+from utabench.world.scene import SHAPES, Scene, render
 
 BRIEF_PROMPTS = ("Describe the image concisely.", "Give a brief description of the image.",
                  "Render a clear and concise summary of the photo.", "What is in the photo?")
 DETAIL_PROMPTS = ("Describe the image in detail.", "Describe the following image.",
                   "What do you see happening in this image?")
 SYSTEM_WORDS = VICUNA_SYSTEM + " USER: ASSISTANT:"  # the tiny LLM's vocabulary covers LLaVA's conversations
-_SIZES = ("small", "medium", "large")
 
 
-def _things(scene: Scene) -> str:
-    return join_phrases([f"a {o.color} {o.shape}" for o in scene.objects])
+# how each shape is drawn: the complex questions' answers, which only an encoder that tells the shapes apart gets right
+SHAPE_DRAWN = {"circle": "one round line with no corners", "square": "four equal sides and four right angles",
+               "triangle": "three straight sides and three corners", "star": "five sharp points",
+               "cross": "two bars that cross in the middle", "ring": "a round band with a hole in the middle",
+               "diamond": "a square standing on one corner", "hexagon": "six straight sides",
+               "arrow": "a bar with a pointed head", "heart": "two round lobes above one point"}
+SHAPE_QUESTION = "What shape is in the image?"
+COMPLEX_QUESTION = "What shape is this, and how is it drawn?"
 
 
 def caption(scene: Scene) -> str:
-    return f"{_things(scene)} on a {scene.background} background."
+    obj = scene.objects[0]
+    return f"a {obj.color} {obj.shape} on a {scene.background} background."
 
 
 def detail(scene: Scene) -> str:
-    n = len(scene.objects)
-    count = {1: "one shape", 2: "two shapes", 3: "three shapes"}[n]
-    parts = [f"The image shows {count} on a {scene.background} background."]
-    for obj in scene.objects:
-        parts.append(f"A {obj.color} {obj.shape} is at the {where_in_image(obj, scene.size)} of the image.")
-    return " ".join(parts)
+    obj = scene.objects[0]
+    return (f"The image shows a {obj.color} {obj.shape} on a {scene.background} background. The {obj.shape} is at "
+            f"the {where_in_image(obj, scene.size)} of the image.")
 
 
 def conversation(scene: Scene, rng: np.random.Generator) -> List[Tuple[str, str]]:
-    obj = scene.objects[int(rng.integers(len(scene.objects)))]
-    return [("What shapes are in the image?", f"The image shows {_things(scene)}."),
-            (f"What colour is the {obj.shape}?", f"The {obj.shape} is {obj.color}."),
-            (f"Where is the {obj.shape}?", f"The {obj.shape} is at the {where_in_image(obj, scene.size)} of the image."),
-            ("What is the background?", f"The background is {scene.background}.")][: int(rng.integers(2, 5))]
+    """The shape question first (the later ones name the shape), then two or three more in a drawn order."""
+    obj = scene.objects[0]
+    more = [(f"What colour is the {obj.shape}?", f"It is {obj.color}."),
+            (f"Where is the {obj.shape}?", f"At the {where_in_image(obj, scene.size)} of the image."),
+            ("What is the background?", f"It is {scene.background}.")]
+    order = rng.permutation(len(more))[: int(rng.integers(1, 4))]
+    return [(SHAPE_QUESTION, f"A {obj.shape}.")] + [more[k] for k in order]
 
 
 def reasoning(scene: Scene) -> Tuple[str, str]:
-    largest = max(scene.objects, key=lambda o: o.radius)
-    n = len(scene.objects)
-    if n == 1:
-        return ("How many shapes are there, and which one is the largest?",
-                f"There is only one shape, a {largest.color} {largest.shape}, so it is the largest.")
-    return ("How many shapes are there, and which one is the largest?",
-            f"There are {['', 'one', 'two', 'three'][n]} shapes. The {largest.color} {largest.shape} is the largest, "
-            "so it stands out the most.")
+    shape = scene.objects[0].shape
+    return COMPLEX_QUESTION, f"It is a {shape}: {SHAPE_DRAWN[shape]}."
 
 
 def _turns(pairs: Sequence[Tuple[str, str]]) -> List[Dict[str, str]]:
@@ -88,38 +89,43 @@ def _jsonl(path: Path, rows: List[Dict]) -> None:
 
 
 def write_llava_sets(root: Path, rng: Callable[[str, int], np.random.Generator],
-                     sample_scene: Callable[[np.random.Generator], Scene], counts: Dict[str, int]) -> List[str]:
-    """Write the three LLaVA sets under root/llava; returns every text written (for the tokenizer's vocabulary)."""
+                     sample_scene: Callable[[np.random.Generator, int], Scene],
+                     counts: Dict[str, int]) -> Tuple[List[str], List[str]]:
+    """Write the three LLaVA sets under root/llava; returns every text written (for the tokenizer's vocabulary)
+    and the training sets' documents, text only (for the language model's own training)."""
     base = root / "llava"
     texts: List[str] = [SYSTEM_WORDS, *BRIEF_PROMPTS, *DETAIL_PROMPTS]
+    documents: List[str] = []
     pretrain = []
     for i in range(counts["llava_pretrain"]):
         r = rng("llava_pretrain", i)
-        scene = sample_scene(r)
+        scene = sample_scene(r, int(r.integers(len(SHAPES))))
         name = _image(base, "pretrain", f"{i:06d}.jpg", scene, r)
         prompt = BRIEF_PROMPTS[i % len(BRIEF_PROMPTS)]
         pretrain.append({"id": f"{i:06d}", "image": name, "conversations": _turns([(prompt, caption(scene))])})
         texts.append(caption(scene))
+        documents.append(caption(scene))
     (base / "pretrain" / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(pretrain))
     instruct = []
     for i in range(counts["llava_instruct"]):
         r = rng("llava_instruct", i)
-        scene = sample_scene(r)
+        scene = sample_scene(r, int(r.integers(len(SHAPES))))
         name = _image(base, "instruct", f"{i:06d}.jpg", scene, r)
         kind = CATEGORIES[i % 3]
         pairs = {"conv": lambda: conversation(scene, r),
-                 "detail": lambda: [(DETAIL_PROMPTS[i % len(DETAIL_PROMPTS)], detail(scene))],
+                 "detail": lambda: [(DETAIL_PROMPTS[i // 3 % len(DETAIL_PROMPTS)], detail(scene))],
                  "complex": lambda: [reasoning(scene)]}[kind]()
         instruct.append({"id": f"{i:06d}", "image": name, "conversations": _turns(pairs)})
         texts += [t for pair in pairs for t in pair]
+        documents.append(_chat(pairs))
     (base / "instruct" / "llava_instruct_150k.json").write_text(json.dumps(instruct))
     questions, context, answers = [], [], []
     for i in range(counts["llava_bench"]):
         r = rng("llava_bench", i)
-        scene = sample_scene(r)
+        scene = sample_scene(r, i % len(SHAPES))  # every shape as often
         name = _image(base, "bench", f"{i + 1:03d}.jpg", scene, r)
         context.append({"id": f"{i + 1:03d}", "image": name, "caption": detail(scene)})
-        for kind, (question, answer) in (("conv", conversation(scene, r)[1]),
+        for kind, (question, answer) in (("conv", conversation(scene, r)[0]),
                                          ("detail", (DETAIL_PROMPTS[0], detail(scene))),
                                          ("complex", reasoning(scene))):
             qid = len(questions)
@@ -131,7 +137,12 @@ def write_llava_sets(root: Path, rng: Callable[[str, int], np.random.Generator],
     _jsonl(base / "bench" / "context.jsonl", context)
     _jsonl(base / "bench" / "answers_gpt4.jsonl", answers)
     (base / "bench" / "rule.json").write_text(json.dumps(judge_rules(), indent=1))
-    return texts
+    return texts, documents
+
+
+def _chat(pairs: Sequence[Tuple[str, str]]) -> str:
+    """A conversation as LLaVA's vicuna_v1 template lays it out, without the image."""
+    return VICUNA_SYSTEM + " " + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in pairs)
 
 
 def judge_rules() -> Dict[str, Dict[str, str]]:
@@ -145,9 +156,10 @@ def judge_rules() -> Dict[str, Dict[str, str]]:
     return {f"llava_bench_{c}": {"role": "Assistant", "prompt": ask + focus[c]} for c in CATEGORIES}
 
 
-def write_tiny_llm(folder: Path, texts: Sequence[str], seed: int) -> None:
-    """A 2-layer LLaMA and a word-level tokenizer over `texts` (plus <unk>, <s>, </s>, <pad>), as a transformers
-    model directory any `AutoModelForCausalLM` / `AutoTokenizer` reads."""
+def write_tiny_llm(folder: Path, texts: Sequence[str], documents: Sequence[str], seed: int) -> None:
+    """A 2-layer LLaMA and a word-level tokenizer over `texts` (plus <unk>, <s>, </s>, <pad>), the model trained as
+    a language model on `documents`, as a transformers model directory any `AutoModelForCausalLM` /
+    `AutoTokenizer` reads."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -167,6 +179,40 @@ def write_tiny_llm(folder: Path, texts: Sequence[str], seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+        _train_lm(model, tokenizer, documents)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+LM_EPOCHS, LM_BATCH, LM_LR = 5, 32, 3e-3
+
+
+def _train_lm(model, tokenizer, documents: Sequence[str]) -> None:
+    """Next-token training on random batches of `documents` (LM_EPOCHS passes' worth), on one thread (the same bits
+    on any machine); the caller seeds torch."""
+    import torch
+
+    encoded = [[tokenizer.bos_token_id] + tokenizer(d, add_special_tokens=False)["input_ids"] for d in documents]
+    if not encoded:
+        return
+    steps = -(-LM_EPOCHS * len(encoded) // LM_BATCH)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LM_LR, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        for _ in range(steps):
+            batch = [encoded[k] for k in torch.randint(len(encoded), (LM_BATCH,)).tolist()]
+            width = max(map(len, batch))
+            ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in batch])
+            mask = ids != tokenizer.pad_token_id
+            loss = model(input_ids=ids, attention_mask=mask.long(), labels=ids.masked_fill(~mask, -100)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
