@@ -35,10 +35,10 @@ def test_imagenet_full_label_space_and_v2_folders(tmp_path):
     _image(tmp_path / "in" / "val" / wnids[3] / "a.JPEG")
     _image(tmp_path / "in" / "val" / wnids[999] / "b.JPEG")
     data = DATASETS.get("imagenet")({"root": str(tmp_path / "in")})
-    assert data.classnames == openai_imagenet_classnames() and [l for _, l in data.samples] == [3, 999]
+    assert data.classnames == openai_imagenet_classnames() and [label for _, label in data.samples] == [3, 999]
     _image(tmp_path / "v2" / "7" / "c.jpeg")
     v2 = DATASETS.get("imagenet-v2")({"root": str(tmp_path / "v2")})
-    assert [l for _, l in v2.samples] == [7] and len(v2.classnames) == 1000
+    assert [label for _, label in v2.samples] == [7] and len(v2.classnames) == 1000
 
 
 def test_world_sets_load_in_their_layouts(world):

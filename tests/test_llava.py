@@ -59,8 +59,8 @@ def test_vicuna_v1_learns_only_the_answers_and_their_end(tokenizer):
     assert enc.input_ids[0] == tokenizer.bos_token_id and enc.input_ids.count(999) == 5
     first = enc.input_ids.index(999)
     assert tokenizer.convert_ids_to_tokens(enc.input_ids[first - 2:first]) == ["USER", ":"]  # the image leads
-    learned = [t if l != IGNORE_INDEX else None for t, l in zip(enc.input_ids, enc.labels)]
-    assert all(l in (IGNORE_INDEX, t) for t, l in zip(enc.input_ids, enc.labels))
+    learned = [t if label != IGNORE_INDEX else None for t, label in zip(enc.input_ids, enc.labels)]
+    assert all(label in (IGNORE_INDEX, t) for t, label in zip(enc.input_ids, enc.labels))
     spans, current = [], []
     for token in learned + [None]:
         if token is None and current:
@@ -78,7 +78,7 @@ def test_plain_learns_the_caption_only(tokenizer):
              {"from": "gpt", "value": "a red circle on a gray background."}]
     enc = encode("plain", turns, tokenizer, image_token_id=999, num_image_tokens=3)
     assert enc.input_ids[:4] == [tokenizer.bos_token_id, 999, 999, 999]  # the prompt is dropped, as in LLaVA
-    learned = [t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE_INDEX]
+    learned = [t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE_INDEX]
     assert tokenizer.decode(learned) == "a red circle on a gray background."
     with pytest.raises(UtabenchError, match="exactly one <image>"):
         encode("plain", [{"from": "human", "value": "no image"}, turns[1]], tokenizer, 999, 3)
