@@ -74,24 +74,25 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     recall above the student's. ImageNet fine-tuning from the UTA student ends far above fine-tuning from random
     init, and its detection and segmentation fine-tuning clearly above the same recipes from a randomly
     initialised backbone (`world-dense-random.yaml`, run into the same results). LLaVA is trained and scored on
-    LLaVA-Bench for the families, the teacher and the UTA student before and after contrastive fine-tuning, offline
-    judge. (How long it takes is measured, not tested: the README.)"""
+    LLaVA-Bench (offline judge) for the teacher and the UTA student before and after contrastive fine-tuning, each
+    clearly above the same pipeline on a randomly initialised encoder: the bench asks what only the image tells.
+    (How long it takes is measured, not tested: the README.)"""
     env = {**os.environ, "UTABENCH_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "utabench.harness.cli", "run-all", "--threads", "2", "--results"]
     results = tmp_path / "r"
     run = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=2400)
     assert run.returncode == 0, run.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in results.glob("*/*/*.json")]  # not the fine-tuning work dirs
-    # 11 backbones x (6 classification + 2 retrieval sets), LLaVA-Bench for 7, 3 dense, 5 ImageNet fine-tunings
-    assert len(records) == 11 * 8 + 7 + 3 + 5
+    # 11 backbones x (6 classification + 2 retrieval sets), LLaVA-Bench for 4, 3 dense, 5 ImageNet fine-tunings
+    assert len(records) == 11 * 8 + 4 + 3 + 5
     assert {r["status"] for r in records if r["backbone"] != "eva02-mim-tiny"} == {"complete"}
-    assert {r["status"] for r in records if r["backbone"] == "eva02-mim-tiny" and r["task"] != "llava-bench"} == {
-        "not_applicable"}  # image-only: no zero-shot; LLaVA needs no joint space
+    assert {r["status"] for r in records if r["backbone"] == "eva02-mim-tiny"} == {"not_applicable"}  # image-only
     top1 = {r["backbone"]: r["metrics"]["top1"] for r in records
             if r["dataset"] == "imagenet-1k" and r["status"] == "complete"}
     print(top1)
     # measured on 2 cores, world seed 0 (seeds 1 and 2 in the README): teacher 81.5, UTA 75.0, FD 79.75,
-    # UTA+MIM 62.0, MIM 25.0, UTA-dagger 88.25 of 400 images, chance 10
+    # UTA+MIM 62.0, MIM 25.0, UTA-dagger 88.25 of 400 images, chance 10, on an Intel Xeon; 83.0, 77.75, 81.25,
+    # 73.5, 28.0, 85.5 on an AMD EPYC
     assert top1["world-clip-teacher"] >= 75.0
     assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
     assert top1["uta-student"] > top1["mim-student"] + 15
@@ -111,8 +112,12 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     # measured: 52.5 / 33.0 (world seeds 1 and 2: 52.75 / 42.25, 46.75 / 40.0)
     assert finetuned["uta-student"] > finetuned["mim-student"] + 5
     llava = [r for r in records if r["task"] == "llava-bench"]
-    assert len(llava) == 7 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
+    assert len(llava) == 4 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
     assert all(0 < r["metrics"]["overall"] <= 100 and r["metrics"]["parse_failures"] == 0 for r in llava)
+    overall = {r["backbone"]: r["metrics"]["overall"] for r in llava}
+    print(overall)
+    # measured (world seed 0, AMD EPYC): teacher 83.4, UTA 88.8, UTA-dagger 90.4, random init 64.1
+    assert min(overall[b] for b in ("world-clip-teacher", "uta-student", "uta-student-cft")) > overall["world-random"] + 10
     for table in ("### Table 1", "### Table 2", "### Table 3", "### Table 4", "### Table 5", "### Table 6",
                   "### Table 7", "### Table 8"):
         assert table in run.stdout
