@@ -51,6 +51,25 @@ def tokenizer(world):
     return load_tokenizer(_llava(world, "llm"))
 
 
+def test_a_small_set_is_read_once_and_gives_the_same_samples(world, tokenizer, monkeypatch):
+    from torchvision.transforms import ToTensor
+
+    from utabench.llava import data
+
+    def dataset():
+        return data.ConversationSet(data.read_conversations(_stage_data(world, 1)["data"]),
+                                    _stage_data(world, 1)["images"], ToTensor(), tokenizer, "plain", 999, 4, 64, "s1")
+
+    memo = dataset()
+    first = memo[0]
+    assert memo[0] is first and list(memo._memo) == [0]  # kept, not read again
+    monkeypatch.setattr(data, "MEMO_BYTES", 0)
+    read = dataset()
+    again = read[0]
+    assert read[0] is not again and not read._memo
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_vicuna_v1_learns_only_the_answers_and_their_end(tokenizer):
     turns = [{"from": "human", "value": "What shapes are in the image?\n<image>"},
              {"from": "gpt", "value": "The image shows a red circle."},
