@@ -12,10 +12,10 @@ import torch
 import yaml
 
 from utabench.core.errors import UtabenchError
+from utabench.core.threads import cpu_threads
 from utabench.harness.cli import main
 from utabench.harness.parallel import auto_parallel
 from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
-from utabench.pretrain.run import cpu_threads
 
 COUNTS = {"val": 2, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 6, "coco": 6, "train": 7,
           "pairs": 130, "det_train": 0, "seg_train": 0, "llava_pretrain": 0, "llava_instruct": 0}

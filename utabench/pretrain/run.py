@@ -7,14 +7,12 @@ objective's `recipe` gives: `distill` (UTA, MIM, FD, UTA+MIM from a frozen teach
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-import torch
-
 from utabench.core.distributed import DistInfo
+from utabench.core.threads import cpu_threads
 from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
@@ -43,15 +41,3 @@ def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: Dist
     trainer = Trainer(cfg, recipe, Path(out_dir), device=device, dist=dist, progress=progress, log=log)
     with cpu_threads(cfg.get("threads")):
         return json.loads(trainer.run(Path(resume) if resume else None).read_text())
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: Optional[int]):
-    """torch's CPU thread count set to `threads` (None: left as it is) for the block, then restored."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

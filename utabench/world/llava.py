@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from utabench.core.threads import cpu_threads
 from utabench.datasets.llava import CATEGORIES, VICUNA_SYSTEM
 from utabench.world.phrasing import where_in_image
 from utabench.world.scene import SHAPES, Scene, render
@@ -199,9 +200,7 @@ def _train_lm(model, tokenizer, documents: Sequence[str]) -> None:
     steps = -(-LM_EPOCHS * len(encoded) // LM_BATCH)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LM_LR, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         model.train()
         for _ in range(steps):
             batch = [encoded[k] for k in torch.randint(len(encoded), (LM_BATCH,)).tolist()]
@@ -214,5 +213,3 @@ def _train_lm(model, tokenizer, documents: Sequence[str]) -> None:
             optimizer.step()
             schedule.step()
         model.eval()
-    finally:
-        torch.set_num_threads(threads)
