@@ -209,7 +209,8 @@ def _llava(root: Path, seed: int, counts: Dict[str, int]) -> None:
 
 def _parts(seed: int, counts: Dict[str, int]) -> List[Callable[[Path], Any]]:
     """The world's parts, each written from its own random streams into its own files, so they may be written in any
-    order or at once; the slowest first (pair shards and the dense sets), which balances them over processes."""
+    order or at once; the slowest first (LLaVA's sets and language model, the train split, the detection sets, the
+    pair shards), which balances them over processes."""
     streams = partial(_rng, seed)
     parts: List[Callable[[Path], Any]] = []
     if counts["llava_pretrain"] or counts["llava_instruct"]:

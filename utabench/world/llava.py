@@ -102,10 +102,10 @@ def write_llava_sets(root: Path, rng: Callable[[str, int], np.random.Generator],
         r = rng("llava_pretrain", i)
         scene = sample_scene(r, int(r.integers(len(SHAPES))))
         name = _image(base, "pretrain", f"{i:06d}.jpg", scene, r)
-        prompt = BRIEF_PROMPTS[i % len(BRIEF_PROMPTS)]
-        pretrain.append({"id": f"{i:06d}", "image": name, "conversations": _turns([(prompt, caption(scene))])})
-        texts.append(caption(scene))
-        documents.append(caption(scene))
+        prompt, text = BRIEF_PROMPTS[i % len(BRIEF_PROMPTS)], caption(scene)
+        pretrain.append({"id": f"{i:06d}", "image": name, "conversations": _turns([(prompt, text)])})
+        texts.append(text)
+        documents.append(text)
     (base / "pretrain" / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(pretrain))
     instruct = []
     for i in range(counts["llava_instruct"]):
