@@ -93,7 +93,8 @@ def test_pretraining_step_in_bf16(world, tmp_path):
 
 
 def test_llava_training_in_bf16(world, tmp_path):
-    entry = llava_entry(world)
+    small = {"optim": {"batch_size": 4, "warmup_steps": 1}}  # the test world has 16 caption pairs
+    entry = llava_entry(world, overrides={"stage1": small, "stage2": small, "generation": {"max_new_tokens": 6}})
     config = {"settings": {"device": "cuda"}, "backbones": ["uta:tiny"], "tasks": {"llava-bench": [entry]}}
     (tmp_path / "llava.yaml").write_text(yaml.safe_dump(config))
     assert main(["run-all", "--config", str(tmp_path / "llava.yaml"), "--results", str(tmp_path / "r"),
