@@ -10,8 +10,9 @@ import torch
 
 import utabench.dense  # noqa: F401  (registers the modules)
 from utabench.backbones.factory import build_backbone
+from utabench.backbones.patch_geometry import resize_grid, resize_patch_kernel
 from utabench.dense.federated_loss import FederatedSigmoidLoss
-from utabench.dense.patch_size import convert_trunk_patch_size, resize_patch_kernel
+from utabench.dense.patch_size import convert_trunk_patch_size
 from utabench.dense.vit import UtabenchViT
 
 RECIPES = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "dense"
@@ -99,8 +100,6 @@ def test_patch_14_to_16_conversion():
     convert_trunk_patch_size(dense.trunk, 16)
     assert dense.trunk.proj.weight.shape == (768, 3, 16, 16) and dense.trunk.pos_embed.shape == (1, 14, 14, 768)
     ramp = torch.linspace(0, 1, 16)[None, :, None, None].expand(1, 16, 16, 768)  # a smooth grid stays smooth
-    from utabench.dense.trunks import resize_grid
-
     torch.testing.assert_close(resize_grid(ramp, (14, 14))[0, :, 0, 0], torch.linspace(0, 1, 14), atol=0.03, rtol=0)
     assert not torch.equal(before[:, :14, :14], dense.trunk.pos_embed.detach())
 

@@ -63,3 +63,20 @@ def test_no_cycles_between_packages():
 
     cycles = sorted(package for package in graph if reaches(package, package))
     assert not cycles, cycles
+
+
+def test_pretraining_and_llava_need_no_mm_libraries():
+    """A GPU image without mmcv / mmengine / mmdet / mmseg still pretrains and trains LLaVA: only dense transfer
+    imports them."""
+    import subprocess
+    import sys
+
+    block = ("import sys\n"
+             "class Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('mmcv', 'mmengine', 'mmdet', 'mmseg'):\n"
+             "            raise ImportError(name + ' is blocked')\n"
+             "sys.meta_path.insert(0, Block())\n"
+             "import utabench.pretrain.run, utabench.llava.pipeline, utabench.tasks\n")
+    run = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -8,17 +8,10 @@ weights) and the patch position-embedding grid is resized so it covers the same 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from utabench.backbones.patch_geometry import resize_grid, resize_patch_kernel
 from utabench.core.errors import UtabenchError
-from utabench.dense.trunks import resize_grid
-
-
-def resize_patch_kernel(weight: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(C_out, C_in, p, p) -> (C_out, C_in, patch_size, patch_size), bicubic."""
-    out = F.interpolate(weight.float(), size=(patch_size, patch_size), mode="bicubic", align_corners=False)
-    return out.to(weight.dtype)
 
 
 def convert_trunk_patch_size(trunk: nn.Module, patch_size: int) -> None:

@@ -11,18 +11,10 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from utabench.backbones.patch_geometry import resize_grid
 from utabench.core.errors import UtabenchError
-
-
-def resize_grid(pos: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-    """(1, h, w, C) position embeddings resized (bicubic, as ViTDet) to (1, H, W, C)."""
-    if tuple(pos.shape[1:3]) == tuple(grid):
-        return pos
-    out = F.interpolate(pos.permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False)
-    return out.permute(0, 2, 3, 1).to(pos.dtype)
 
 
 class Trunk(nn.Module):

@@ -43,14 +43,13 @@ from torch import nn
 from utabench.backbones.base import Backbone
 from utabench.backbones.factory import build_backbone
 from utabench.backbones.layer_map import group_matcher
+from utabench.backbones.patch_geometry import resize_grid, resize_patch_kernel
 from utabench.backbones.uta import build_text_tower, build_uta_vision, load_uta_config, uta_config_names
 from utabench.backbones.uta_checkpoint import timm_to_release
 from utabench.core.checkpoint import load_strict
 from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write, atomic_write_json
-from utabench.dense.patch_size import resize_patch_kernel
-from utabench.dense.trunks import resize_grid
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize, release_text_state
 from utabench.pretrain.recipes import RECIPES
