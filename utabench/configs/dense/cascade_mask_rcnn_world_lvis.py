@@ -1,5 +1,7 @@
 # The embedded world's LVIS-layout instances (10 shapes, long-tailed): federated loss, repeat-factor sampling,
-# 300 detections at score >= 0.02, in miniature.
+# 300 detections at score >= 0.02, in miniature. 250 iterations, not the COCO recipe's 150: the federated sigmoid
+# heads learn more slowly, and at 150 both backbones were far from trained (world seed 1: UTA student box AP 9.6,
+# random init 10.5; at 250 30.2 and 21.0; seed 2's random init 5.1 and 24.0).
 _base_ = ['./_base_/world_detection.py', './_base_/lvis_v1_instance_lsj.py']
 image_size = (96, 96)
 train_pipeline = [
@@ -30,3 +32,8 @@ model = dict(
 train_dataloader = dict(batch_size=4, dataset=dict(oversample_thr=0.05, dataset=dict(
     pipeline=train_pipeline, filter_cfg=dict(filter_empty_gt=True, min_size=4))))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+max_iters = 250  # the base's schedule stretched: warm-up 25, x0.1 at 80% and 90%
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=25),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[200, 225], gamma=0.1)]
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
