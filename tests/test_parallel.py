@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,35 @@ def test_time_left_follows_the_packing():
     assert time_left(rest, {"teacher": Planned(50.0, 2)}, workers=2, budget=2) == 130.0
     assert time_left(stages, {}, workers=1, budget=2) == 220.0
     assert time_left({"job": Planned(5.0, 1, ("gone",))}, {}, workers=2, budget=2) == 0.0  # unplanned need
+
+
+def test_a_run_sharing_teacher_tokens_waits_for_the_ready_jobs():
+    from utabench.harness.schedule import Planned, next_to_start, time_left
+
+    # two students that share the teacher's cached tokens and a job: the second student goes after the job while the
+    # first computes the tokens (100, then the first student beside the job, then the second)
+    a, b = (Planned(50.0, 1, ("teacher",), pretrain=True, shares="k") for _ in range(2))
+    stages = {"teacher": Planned(100.0, 2, pretrain=True), "a": a, "b": b, "job": Planned(60.0, 1)}
+    assert time_left(stages, {}, workers=2, budget=2) == 200.0
+    unshared = {**stages, "a": Planned(50.0, 1, ("teacher",), pretrain=True),
+                "b": Planned(50.0, 1, ("teacher",), pretrain=True)}
+    assert time_left(unshared, {}, workers=2, budget=2) == 210.0  # both students first, the job after them
+    assert next_to_start({"b": b, "job": stages["job"]}, {"a": a}, 2, 2) == "job"
+    assert next_to_start({"b": b}, {"a": a}, 2, 2) == "b"  # nothing else is ready: it starts (and runs the teacher)
+    assert next_to_start({"b": b, "job": stages["job"]}, {}, 2, 2) == "b"  # the first of its group is a leader
+    assert next_to_start({"job": stages["job"]}, {"t": stages["teacher"]}, 2, 2) is None  # no room beside the teacher
+
+
+def test_students_of_one_teacher_share_a_token_key():
+    from utabench.pretrain.config import load_pretrain_config
+    from utabench.pretrain.teacher_cache import sharing_key
+
+    folder = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "pretrain"
+    keys = {objective: sharing_key(load_pretrain_config(str(folder / "world-student.yaml"), objective))
+            for objective in ("uta", "fd", "uta+mim")}
+    keys["mim"] = sharing_key(load_pretrain_config(str(folder / "world-student-mim.yaml")))
+    assert len(set(keys.values())) == 1 and keys["uta"]
+    assert sharing_key(load_pretrain_config(str(folder / "world-clip.yaml"))) == ""  # no teacher tokens kept
+    other = load_pretrain_config(str(folder / "world-student.yaml"), "uta")
+    other["seed"] = 1
+    assert sharing_key(other) != keys["uta"]

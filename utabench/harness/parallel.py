@@ -27,8 +27,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
-from utabench.harness.schedule import Planned, has_room, priority, time_left
+from utabench.harness.schedule import Planned, next_to_start, time_left
 from utabench.pretrain.config import config_path, is_pretrain_entry
+from utabench.pretrain.teacher_cache import sharing_key
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Stage:
     named: List[Dict[str, Any]] = field(default_factory=list)  # pretrain: the backbone entries whose jobs wait for it
     later: Tuple[str, ...] = ()  # pretrain: the stage-time keys of those jobs (for the time left)
     order: int = 0  # position in the config (ties of priority keep it)
+    shares: str = ""  # pretrain: its teacher-token key (`sharing_key`), when it keeps the teacher's tokens
 
 
 @dataclass
@@ -132,7 +134,8 @@ def _add_pretraining(plan: _Plan, resolver, entry: Dict[str, Any], budget: int, 
         label = entry.get("name") or entry["pretrain"]
         stage = plan.stages[ident] = Stage(ident, "pretrain", f"[{label}] pretraining {cfg['objective']} "
                                            f"({entry['pretrain']})", int(cfg.get("threads") or budget), entry,
-                                           (f"pretrain:{label}:{cfg['objective']}",), needs, order=order)
+                                           (f"pretrain:{label}:{cfg['objective']}",), needs, order=order,
+                                           shares=sharing_key(cfg))
     if backbone is not None:  # a named backbone entry: the first one's name, not a nested teacher's, labels it
         if not stage.named:
             stage.payload = entry
@@ -171,8 +174,9 @@ def _estimate(progress: Progress, stage: Stage) -> float:
     return sum(progress.estimate(key) or 0.0 for key in stage.keys)
 
 
-def _planned(progress: Progress, stage: Stage, needs: Tuple[str, ...] = ()) -> Planned:
-    return Planned(_estimate(progress, stage), stage.threads, needs, stage.kind == "pretrain", stage.order)
+def _planned(progress: Progress, stage: Stage, needs: Tuple[str, ...] = (), seconds: Optional[float] = None) -> Planned:
+    return Planned(_estimate(progress, stage) if seconds is None else seconds, stage.threads, needs,
+                   stage.kind == "pretrain", stage.order, stage.shares)
 
 
 def _left(progress: Progress, pending: Dict[str, Stage], running: Dict[str, Stage], began: Dict[str, float],
@@ -183,7 +187,7 @@ def _left(progress: Progress, pending: Dict[str, Stage], running: Dict[str, Stag
     planned, active = {}, {}
     for name, stage in list(pending.items()) + list(running.items()):
         if name in running:
-            active[name] = Planned(max(0.0, _estimate(progress, stage) - (now - began[name])), stage.threads)
+            active[name] = _planned(progress, stage, seconds=max(0.0, _estimate(progress, stage) - (now - began[name])))
         else:
             planned[name] = _planned(progress, stage, tuple(n for n in stage.needs if n in live))
         for key in stage.later:
@@ -223,13 +227,12 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     started = 0
     try:
         while pending or running:
-            ready = sorted((s for s in pending.values() if all(n in finished for n in s.needs)),
-                           key=lambda s: priority(_planned(progress, s)))
-            for stage in ready:
-                if not has_room(len(running), sum(s.threads for s in running.values()), stage.threads, workers,
-                                budget):
+            while True:
+                ready = {s.name: _planned(progress, s) for s in pending.values() if all(n in finished for n in s.needs)}
+                name = next_to_start(ready, {n: _planned(progress, s) for n, s in running.items()}, workers, budget)
+                if name is None:
                     break
-                del pending[stage.name]
+                stage = pending.pop(name)
                 running[stage.name], began[stage.name] = stage, time.perf_counter()
                 started += 1
                 left = _left(progress, pending, running, began, workers, budget, job_threads)

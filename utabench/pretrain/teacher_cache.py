@@ -35,6 +35,18 @@ def cache_key(cfg: Dict[str, Any], sources: List[str], sizes: Dict[str, int], la
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sharing_key(cfg: Dict[str, Any]) -> str:
+    """For scheduling, before the teacher exists: a checked pretraining config's teacher entry, data, seed, student
+    model and batch layout ("" without `teacher_cache`). Runs with equal keys get equal `cache_key`s once their teacher
+    is trained (the same files, torch and device), so one of them computes the tokens the others can read."""
+    if not cfg.get("teacher_cache"):
+        return ""
+    optim = cfg["optim"]
+    what = {"teacher": cfg["teacher"], "data": cfg["data"], "seed": cfg["seed"], "student": cfg["student"]["model"],
+            "layout": [optim["batch_size"], optim["grad_accum"], cfg["precision"]]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class TeacherTokenCache:
     """Reads an epoch's tokens when a finished file exists; otherwise collects what the teacher computes and writes
     the epoch once this rank has seen all of it (`per_epoch` samples). A run resumed mid-epoch writes nothing for
