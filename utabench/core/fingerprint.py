@@ -1,5 +1,6 @@
 """File fingerprints, the one place they are made: content hashes (checkpoints, dataset files), cached content
-hashes for datasets, and cheap stat fingerprints for multi-GB inputs that only decide whether to redo a step.
+hashes for datasets, cheap stat fingerprints for multi-GB inputs that only decide whether to redo a step, and
+`json_digest` for the descriptions (configs, cache keys) that name what a cached result depends on.
 
 Dataset fingerprints come from file contents: an image changed in place changes the fingerprint.
 
@@ -12,10 +13,11 @@ once; later runs only `stat` its files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, Tuple
 
 _CHUNK = 1 << 20
 
@@ -92,3 +94,8 @@ def stat_fingerprint(*paths: Path) -> str:
             stat = Path(path).stat()
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def json_digest(what: Any) -> str:
+    """16 hex digits of sha256 over `what` as sorted-key JSON (values JSON cannot hold written as their str)."""
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]

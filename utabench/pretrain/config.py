@@ -32,8 +32,6 @@ from another configuration's checkpoint is refused.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
@@ -50,6 +48,7 @@ from pydantic import (
 from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping
 from utabench.core.errors import UtabenchError
+from utabench.core.fingerprint import json_digest
 from utabench.core.schema import Schema, check_keys, validated_dict
 from utabench.pretrain.data import SOURCES
 from utabench.pretrain.masking import MASKS
@@ -256,7 +255,7 @@ def training_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def fingerprint(cfg: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(training_fields(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(training_fields(cfg))
 
 
 def differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:

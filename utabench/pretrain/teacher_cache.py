@@ -14,14 +14,12 @@ which suits small runs such as the embedded world's four students (about 27 MB a
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from utabench.core.fingerprint import stat_fingerprint
+from utabench.core.fingerprint import json_digest, stat_fingerprint
 from utabench.core.io import atomic_write
 
 
@@ -32,7 +30,7 @@ def cache_key(cfg: Dict[str, Any], sources: List[str], sizes: Dict[str, int], la
     what = {"teacher": teacher, "teacher_file": stat_fingerprint(Path(checkpoint)) if checkpoint else None,
             "data": cfg["data"], "files": stat_fingerprint(*sorted(set(sources))), "seed": cfg["seed"],
             "sizes": sizes, "layout": layout, "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(what)
 
 
 def sharing_key(cfg: Dict[str, Any]) -> str:
@@ -44,7 +42,7 @@ def sharing_key(cfg: Dict[str, Any]) -> str:
     optim = cfg["optim"]
     what = {"teacher": cfg["teacher"], "data": cfg["data"], "seed": cfg["seed"], "student": cfg["student"]["model"],
             "layout": [optim["batch_size"], optim["grad_accum"], cfg["precision"]]}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(what)
 
 
 class TeacherTokenCache:
