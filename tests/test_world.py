@@ -69,7 +69,7 @@ def test_pretraining_data_layouts(world):
 @pytest.mark.slow
 def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     """The full embedded default: random-init backbones, the world CLIP teacher, its four students and the UTA
-    student contrastively fine-tuned. The UTA student reaches >= 88% of the teacher's zero-shot top-1 from images
+    student contrastively fine-tuned. The UTA student reaches >= 90% of the teacher's zero-shot top-1 from images
     alone; the MIM student stays far below it; contrastive fine-tuning lifts IN-1K zero-shot and the mean retrieval
     recall above the student's. ImageNet fine-tuning from the UTA student ends far above fine-tuning from random
     init, and its detection and segmentation fine-tuning clearly above the same recipes from a randomly
@@ -91,30 +91,29 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     top1 = {r["backbone"]: r["metrics"]["top1"] for r in records
             if r["dataset"] == "imagenet-1k" and r["status"] == "complete"}
     print(top1)
-    # measured on a 2-core AMD EPYC, world seed 0 (seeds 1 and 2 in the README), of 400 images, chance 10: teacher
-    # 90.0, UTA 82.75 (92%), FD 85.5, UTA+MIM 79.5, MIM 19.25, UTA-dagger 88.25; on an AVX2-only EPYC VM (other
-    # float kernels, other bits) teacher 89.5, UTA 80.25 (89.7%), FD 87.0, UTA+MIM 77.0, MIM 14.75, UTA-dagger 89.0.
-    # The bar is 88%, not the issue's 90%: the world's recipe does not hold 90% with margin on every machine.
+    # measured on an AVX2-only 2-core AMD EPYC VM, world seed 0 (seeds 1 and 2 in the README), of 400 images, chance
+    # 10: teacher 89.5, UTA 84.25 (94%), FD 86.25, UTA+MIM 79.25, MIM 16.0, UTA-dagger 91.5 (the students' recipe of
+    # batch 64 gave UTA 80.25 there, 89.7%, and 92-95% on another machine's bits: hence batch 32)
     assert top1["world-clip-teacher"] >= 80.0
-    assert top1["uta-student"] >= 0.88 * top1["world-clip-teacher"]
+    assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
     assert top1["uta-student"] > top1["mim-student"] + 15
     assert top1["mim-student"] < top1["uta-mim-student"] <= top1["world-clip-teacher"]
-    assert top1["uta-student-cft"] > top1["uta-student"] + 3  # the dagger effect on IN-1K; measured +5.5 / +9.25 / +7.75
+    assert top1["uta-student-cft"] > top1["uta-student"] + 3  # the dagger effect on IN-1K; measured +7.25 (seed 0)
 
     def mean_recall(backbone):
         found = [v for r in records if r["backbone"] == backbone and r["task"] == "retrieval"
                  for v in r["metrics"].values()]
         assert len(found) == 12
         return sum(found) / len(found)
-    assert mean_recall("world-clip-teacher") > 3 * mean_recall("world-random")  # measured: 24.4 / 3.9
-    assert mean_recall("uta-student-cft") > mean_recall("uta-student")  # measured: 24.0 / 23.2
+    assert mean_recall("world-clip-teacher") > 3 * mean_recall("world-random")  # measured (seed 0, as above): 24.1 / 3.9
+    assert mean_recall("uta-student-cft") > mean_recall("uta-student")  # measured: 23.1 / 20.8
     for record in (r for r in records if r["backbone"] == "world-clip-teacher" and r["task"] == "retrieval"):
         chance = 100 / {"flickr30k": 100, "coco": 150}[record["dataset"]]  # one image of the world's test split
-        assert record["metrics"]["image_r1"] > 3 * chance, record  # measured: 6.0 and 4.0 (6x chance)
+        assert record["metrics"]["image_r1"] > 3 * chance, record  # measured: 8.6 and 4.8 (7-9x chance)
     finetuned = {r["backbone"]: r["metrics"]["top1"] for r in records if r["task"] == "finetune-classification"}
     assert finetuned.keys() == {"uta-student", "mim-student", "fd-student", "uta-mim-student", "world-random"}
-    assert finetuned["uta-student"] > finetuned["world-random"] + 30  # measured: 58.75 / 11.0
-    # measured: 58.75 / 39.5 (world seeds 1 and 2: 56.5 / 36.5, 51.5 / 43.25)
+    assert finetuned["uta-student"] > finetuned["world-random"] + 30  # measured: 63.0 / 11.0
+    # measured: 63.0 / 40.25
     assert finetuned["uta-student"] > finetuned["mim-student"] + 5
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 4 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
