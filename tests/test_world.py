@@ -113,14 +113,13 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     finetuned = {r["backbone"]: r["metrics"]["top1"] for r in records if r["task"] == "finetune-classification"}
     assert finetuned.keys() == {"uta-student", "mim-student", "fd-student", "uta-mim-student", "world-random"}
     assert finetuned["uta-student"] > finetuned["world-random"] + 30  # measured: 63.0 / 11.0
-    # measured: 63.0 / 40.25
-    assert finetuned["uta-student"] > finetuned["mim-student"] + 5
+    assert finetuned["uta-student"] > finetuned["mim-student"] + 5  # measured: 63.0 / 40.25
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 4 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
     assert all(0 < r["metrics"]["overall"] <= 100 and r["metrics"]["parse_failures"] == 0 for r in llava)
     overall = {r["backbone"]: r["metrics"]["overall"] for r in llava}
     print(overall)
-    # measured (world seed 0, AMD EPYC): teacher 80.5, UTA 85.8, UTA-dagger 90.8, random init 64.1
+    # measured (world seed 0, the AVX2-only VM): teacher 84.6, UTA 86.6, UTA-dagger 89.9, random init 63.7
     assert min(overall[b] for b in ("world-clip-teacher", "uta-student", "uta-student-cft")) > overall["world-random"] + 10
     for table in ("### Table 1", "### Table 2", "### Table 3", "### Table 4", "### Table 5", "### Table 6",
                   "### Table 7", "### Table 8"):
