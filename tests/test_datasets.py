@@ -81,7 +81,8 @@ def test_imagefolder_names_and_templates(tmp_path):
                                         "templates": str(tmp_path / "t.txt")})
     assert data.classnames == ["dog", "cat"] and data.templates == ["a photo of a {c}.", "art of the {c}"]
     (tmp_path / "bad.txt").write_text("no placeholder here\n")
-    with pytest.raises(UtabenchError, match="must contain"):
+    with pytest.raises(UtabenchError, match=r"bad.txt, line 1: .no placeholder here. has no \{c\} \(or \{\}\) for "
+                       "the class name"):
         DATASETS.get("imagefolder")({"root": str(tmp_path / "data"), "templates": str(tmp_path / "bad.txt")})
 
 

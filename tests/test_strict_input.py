@@ -3,9 +3,12 @@ before any work, with one line that names it (and the closest allowed key), exit
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 
 import pytest
+import torch
 import yaml
 from conftest import llava_entry
 
@@ -43,6 +46,48 @@ def _llava(world, **changes):
 
 def _run(task="zeroshot-classification", dataset=None, *flags):
     return ["run", task, "--backbone", TINY, "--dataset", dataset or "imagenet:/nonexistent", *flags]
+
+
+def _folder(world):
+    return f"imagefolder:{world / 'imagenet' / 'val'}"
+
+
+def _named(name, flag="--name"):
+    """A zero-shot run on a real dataset whose backbone (or dataset) gets `name`."""
+    return lambda t, w: _run("zeroshot-classification", _folder(w), flag, name)
+
+
+def _templates(text):
+    def build(t, w):
+        (t / "templates.txt").write_text(text)
+        return _run("zeroshot-classification", _folder(w), "--templates", str(t / "templates.txt"))
+    return build
+
+
+def _checkpoint(make):
+    """A run whose --checkpoint is the file `make(path)` writes."""
+    def build(t, w):
+        make(t / "weights.pt")
+        return _run("zeroshot-classification", _folder(w), "--checkpoint", str(t / "weights.pt"))
+    return build
+
+
+def _truncated(path):
+    torch.save({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+class _Code:
+    def __reduce__(self):
+        return os.system, ("echo the checkpoint ran code",)
+
+
+def _dangling(t, w):
+    root = t / "folder"
+    shutil.copytree(w / "imagenet" / "val", root)
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (first / "dangling.jpg").symlink_to("/nonexistent/dangling.jpg")
+    return _run("zeroshot-classification", f"imagefolder:{root}")
 
 
 # (id, argv builder (tmp_path, world) -> argv, the part of the one line that must appear)
@@ -143,20 +188,75 @@ CASES = [
      "judge.api_key is not read from configs"),
     ("tables-number", lambda t, w: ["tables", "--results", str(t), "--table", "9"],
      "unknown table '9'; known tables: 1, 2, 3, 4, 5, 6, 7, 8"),
+    # names that become folders or files: never outside the results, never hidden, never too long (issue 39)
+    ("name-parent", _named(".."), "name '..' starts with '.'"),
+    ("name-dot", _named("."), "name '.' starts with '.'"),
+    ("name-escape", _named("../../escaped"), "name '../../escaped' starts with '.'"),
+    ("name-hidden", _named(".hidden"), "name '.hidden' starts with '.'"),
+    ("name-control", _named("uta\nb16"), "name 'uta\\nb16' contains a control character"),
+    ("name-too-long", _named("x" * 300), "has 300 characters, more than a file name takes here (at most 200)"),
+    ("name-empty", _named(" "), "name ' ' is empty"),
+    ("dataset-name-parent", _named("..", "--dataset-name"), "dataset name '..' starts with '.'"),
+    ("dataset-name-too-long", _named("d" * 256, "--dataset-name"), "dataset name 'ddd"),
+    ("config-name-parent", lambda t, w: _config(t, w, backbones=[{"name": "..", "spec": TINY}]),
+     "backbones[0] (..): name '..' starts with '.'"),
+    ("config-name-nul", lambda t, w: _config(t, w, backbones=[{"name": "a\0b", "spec": TINY}]),
+     "contains a control character"),
+    ("config-dataset-name", lambda t, w: _config(t, w, tasks={"zeroshot-classification": [
+        {"name": "../x", "type": "imagefolder", "root": str(w / "imagenet" / "val")}]}),
+     "dataset name '../x' starts with '.'"),
+    ("config-names-collide", lambda t, w: _config(t, w, backbones=[{"name": "clip tiny", "spec": TINY},
+                                                                    {"name": "clip/tiny", "spec": TINY}]),
+     "backbone names 'clip tiny' and 'clip/tiny' would both be stored as 'clip_tiny'"),
+    ("unknown-clip-model", lambda t, w: ["run", "zeroshot-classification", "--backbone", "clip:ViT-B-61",
+                                         "--dataset", _folder(w)],
+     "unknown open_clip model config 'ViT-B-61'; did you mean 'ViT-B-16'"),
+    ("unknown-clip-model-in-config", lambda t, w: _config(t, w, backbones=[{"name": "c", "spec": "clip:NoSuchModel"}]),
+     "unknown open_clip model config 'NoSuchModel';"),
+    ("unknown-eva-model", lambda t, w: ["run", "zeroshot-classification", "--backbone", "eva02:EVA02-B-61",
+                                        "--dataset", _folder(w)], "unknown EVA-02 model 'EVA02-B-61'; did you mean"),
+    ("unknown-uta-config", lambda t, w: ["run", "zeroshot-classification", "--backbone", "uta:tinyy",
+                                         "--dataset", _folder(w)], "unknown UTA config 'tinyy'; did you mean 'tiny'"),
+    ("template-other-field", _templates("a photo of a {c}.\na photo of {c} {x}.\n"),
+     "templates.txt, line 2: 'a photo of {c} {x}.' has the field {x}; the only field a template may have is {c}"),
+    ("template-stray-brace", _templates("a photo of {c}}.\n"),
+     "templates.txt, line 1: 'a photo of {c}}.' Single '}' encountered"),
+    ("template-positional", _templates("{0} of {c}\n"), "'{0} of {c}' has the field {0}"),
+    ("template-without-class", _templates("a photo.\n"), "line 1: 'a photo.' has no {c}"),
+    ("checkpoint-empty", _checkpoint(lambda p: p.write_bytes(b"")), "weights.pt is empty (0 bytes)"),
+    ("checkpoint-random-bytes", _checkpoint(lambda p: p.write_bytes(bytes(range(7, 256)) * 4)),
+     "weights.pt is not a checkpoint: neither a zip archive (torch.save), a pickle (legacy torch.save) nor "
+     "safetensors"),
+    ("checkpoint-truncated", _checkpoint(_truncated), "is a zip archive, torch.save's format, that is truncated"),
+    ("checkpoint-truncated-legacy",
+     _checkpoint(lambda p: p.write_bytes(pickle.dumps({"w": [0.0] * 100}, protocol=2)[:60])),
+     "is a pickle, the legacy torch.save format, that is truncated or damaged"),
+    ("checkpoint-pickled-code", _checkpoint(lambda p: torch.save({"w": _Code()}, p)),
+     "holds pickled objects that are not tensors (posix.system), which utabench never unpickles"),
+    ("broken-symlink-image", _dangling, "dangling.jpg cannot be read (a broken symlink); fix or remove it, or pass "
+     "--skip-corrupt"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", [pytest.param(build, message, id=name) for name, build, message in CASES])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, world, capsys, argv, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, world, capfd, argv, message):
+    """...and nothing is written but the cache's file hashes: no record, folder or work directory, in the results
+    or beside them, and no code of a checkpoint is run."""
     argv = argv(tmp_path, world)
     if argv[0] in ("run", "run-all") and "--results" not in argv:
         argv += ["--results", str(tmp_path / "results")]
     if argv[0] in ("run", "run-all", "pretrain"):
         argv += ["--cache-dir", str(tmp_path / "cache")]
+    before = set(tmp_path.rglob("*"))
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    written = [p for p in set(tmp_path.rglob("*")) - before if tmp_path / "cache" not in p.parents]
+    assert written in ([], [tmp_path / "cache"]), written
+    out, err = capfd.readouterr()
+    err = err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("utabench: error: ") and message in err[0], err[0]
+    assert len(err[0]) < 1000 and "weights_only=False" not in err[0], err[0]
+    assert "ran code" not in out
     assert not (tmp_path / "results").exists() and not (tmp_path / "o").exists()
     assert not (tmp_path / "cache" / "world").exists()  # refused before the world or a model was made
 
@@ -205,3 +305,58 @@ def test_pretrain_runs_a_world_config_on_its_own(tmp_path, world):
     assert list((tmp_path / "c" / "pretrain").glob("clip-*/final.json"))  # the teacher went into the cache
     student.write_text(student.read_text().replace("world-student.yaml", "missing.yaml"))
     assert main(["pretrain", "uta", "--config", str(student), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../../escaped", ".hidden", "/..", ":..", "a\0b", "a\nb", "tab\tname",
+                                  "", "  ", "x" * 201])
+def test_a_name_that_is_no_path_component_is_refused(name):
+    from utabench.core.errors import UtabenchError
+    from utabench.core.paths import path_component
+
+    with pytest.raises(UtabenchError):
+        path_component(name, "backbone name")
+
+
+def test_names_map_to_one_component_each():
+    from utabench.core.errors import UtabenchError
+    from utabench.core.paths import distinct_components, path_component
+
+    assert path_component("clip:ViT-B-16", "name") == "clip_ViT-B-16"
+    assert path_component("UTA B/16 (ours)", "name") == "UTA_B_16_ours"
+    assert path_component("x" * 200, "name") == "x" * 200
+    assert distinct_components(["a", "b", "a"], "name") == {"a": "a", "b": "b"}
+    with pytest.raises(UtabenchError, match="would both be stored as 'a_b'"):
+        distinct_components(["a b", "a/b"], "name")
+
+
+def test_every_help_renders(capsys):
+    """`--help` of every sub-command and of every `run TASK` (a `%` in a generated help text once crashed it)."""
+    import argparse
+
+    from utabench.harness.cli import build_parser
+
+    def commands(parser, words):
+        yield words
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, words + [name])
+
+    seen = list(commands(build_parser(), []))
+    assert ["tables"] in seen and ["run", "detection"] in seen
+    for words in seen:
+        assert main(words + ["--help"]) == 0, words
+        assert capsys.readouterr().out.startswith("usage: utabench"), words
+
+
+def test_a_broken_symlink_is_counted_as_a_skipped_image(tmp_path, world):
+    """Under --skip-corrupt a broken image symlink is skipped and counted like a corrupt image, not dropped unseen."""
+    from utabench.harness.store import load_results
+
+    argv = _dangling(tmp_path, world) + ["--skip-corrupt", "--name", "clip-tiny", "--results", str(tmp_path / "r"),
+                                         "--cache-dir", str(tmp_path / "cache"), "--no-feature-cache"]
+    assert main(argv) == 0
+    record = load_results(tmp_path / "r").iloc[0]
+    entries = len(list((tmp_path / "folder").glob("*/*")))
+    assert record["provenance.dataset.skipped_images"] == 1
+    assert record["provenance.dataset.num_images"] == entries - 1

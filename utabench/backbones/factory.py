@@ -8,6 +8,7 @@ import torch
 
 from utabench.backbones.base import Backbone, BackboneSpec
 from utabench.core.errors import UtabenchError
+from utabench.core.paths import path_component
 from utabench.core.registry import BACKBONES
 from utabench.core.schema import Schema, check_keys, validated_dict
 
@@ -54,7 +55,10 @@ def parse_backbone_spec(entry: Union[str, Dict[str, Any], BackboneSpec], checkpo
     options = validated_dict(schema, options, where)
     if ckpt is not None and not isinstance(ckpt, str):
         raise UtabenchError(f"{where}: checkpoint must be a file path, got {ckpt!r}")
-    return BackboneSpec(family=family, model=model, checkpoint=ckpt, name=key, options=options)
+    BACKBONES.check(family, model)  # an unknown model is refused now, before any folder or model is made
+    spec = BackboneSpec(family=family, model=model, checkpoint=ckpt, name=key, options=options)
+    path_component(spec.key, f"{where}: name")
+    return spec
 
 
 def check_entry(entry: Any, where: str) -> Any:

@@ -28,6 +28,7 @@ from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import file_sha256
 from utabench.core.logs import quiet
 from utabench.core.registry import BACKBONES
+from utabench.core.schema import did_you_mean
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs" / "open_clip")
 
@@ -115,15 +116,20 @@ def load_open_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
     load_strict(model, state, path)
 
 
+def check_clip_model(model: str) -> None:
+    """Refuse a name that is not an open_clip model config, naming the closest ones."""
+    known = open_clip.list_models()
+    if model not in known:
+        raise UtabenchError(f"unknown open_clip model config {model!r};{did_you_mean(model, known, n=5)} see the "
+                            f"{len(known)} configs: python -c 'import open_clip; print(open_clip.list_models())'")
+
+
 class OpenClipBackbone(Backbone):
     """An open_clip CLIP model: native ViT towers or timm-backed ones (EVA-02-CLIP)."""
 
     def __init__(self, spec: BackboneSpec, family: str):
         super().__init__()
-        if spec.model not in open_clip.list_models():
-            raise UtabenchError(
-                f"unknown open_clip model config {spec.model!r}; known: {', '.join(open_clip.list_models())}"
-            )
+        check_clip_model(spec.model)
         image_size = spec.options.get("image_size")
         weights, hub = resolve_checkpoint(spec.checkpoint) if spec.checkpoint else (None, None)
         if hub is not None:
@@ -206,6 +212,6 @@ class OpenClipBackbone(Backbone):
 
 
 @BACKBONES.register("clip", help="open_clip CLIP models (OpenAI CLIP, OpenCLIP, DataComp): clip:<open_clip config>",
-                    schema=ClipOptions)
+                    schema=ClipOptions, check=check_clip_model)
 def build_clip(spec: BackboneSpec) -> Backbone:
     return OpenClipBackbone(spec, family="clip")

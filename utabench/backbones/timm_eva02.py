@@ -19,6 +19,7 @@ from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import file_sha256
 from utabench.core.registry import BACKBONES
+from utabench.core.schema import did_you_mean
 
 
 class TimmImageBackbone(Backbone):
@@ -63,18 +64,22 @@ class TimmImageBackbone(Backbone):
         return [torch.cat([prefix, x], dim=1) for x, prefix in out]
 
 
+def check_eva02_model(model: str) -> None:
+    """Refuse a name that is neither an open_clip config nor a timm model, naming the closest EVA ones."""
+    if model in open_clip.list_models() or timm.is_model(model.split(".")[0]):
+        return
+    known = [m for m in open_clip.list_models() if "eva" in m.lower()] + timm.list_models("eva02*")
+    raise UtabenchError(f"unknown EVA-02 model {model!r};{did_you_mean(model, known, n=5)} use an open_clip "
+                        "EVA02-* config (EVA-02-CLIP) or a timm eva02_* model (MIM, image-only)")
+
+
 @BACKBONES.register(
     "eva02",
     help="EVA-02: eva02:<open_clip EVA02-* config> (EVA-02-CLIP) or eva02:<timm eva02_* model> (MIM, image-only)",
-    schema=ClipOptions,
+    schema=ClipOptions, check=check_eva02_model,
 )
 def build_eva02(spec: BackboneSpec) -> Backbone:
+    check_eva02_model(spec.model)
     if spec.model in open_clip.list_models():
         return OpenClipBackbone(spec, family="eva02")
-    if timm.is_model(spec.model.split(".")[0]):
-        return TimmImageBackbone(spec, family="eva02")
-    clip_names = [m for m in open_clip.list_models() if m.startswith("EVA") or "eva" in m]
-    raise UtabenchError(
-        f"unknown EVA-02 model {spec.model!r}; use an open_clip config ({', '.join(clip_names)}) "
-        f"or a timm model ({', '.join(timm.list_models('eva02*'))})"
-    )
+    return TimmImageBackbone(spec, family="eva02")

@@ -29,6 +29,7 @@ from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import file_sha256
 from utabench.core.registry import BACKBONES
+from utabench.core.schema import did_you_mean
 
 CONFIG_DIR = Path(__file__).parent / "model_configs" / "uta"
 
@@ -54,11 +55,27 @@ def uta_config_names() -> List[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_uta_config(model: str) -> Dict[str, Any]:
-    path = Path(model) if model.endswith(".json") else CONFIG_DIR / f"{model}.json"
+def _config_path(model: str) -> Path:
+    path = Path(model).expanduser() if model.endswith(".json") else CONFIG_DIR / f"{model}.json"
     if not path.is_file():
-        raise UtabenchError(f"unknown UTA config {model!r}; known: {', '.join(uta_config_names())} (or a .json path)")
-    return json.loads(path.read_text())
+        raise UtabenchError(f"unknown UTA config {model!r};{did_you_mean(model, uta_config_names(), n=5)} known: "
+                            f"{', '.join(uta_config_names())} (or the path of a .json config)")
+    return path
+
+
+def load_uta_config(model: str) -> Dict[str, Any]:
+    path = _config_path(model)
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UtabenchError(f"UTA config {path} is not valid JSON ({exc}); see {CONFIG_DIR} for the format") from None
+    if not isinstance(cfg, dict):
+        raise UtabenchError(f"UTA config {path} holds a {type(cfg).__name__}, expected a JSON object")
+    return cfg
+
+
+def check_uta_model(model: str) -> None:
+    load_uta_config(model)
 
 
 def build_uta_vision(vision: Dict[str, Any], embed_dim: int, image_size: Optional[int] = None,
@@ -178,7 +195,7 @@ class UtaBackbone(Backbone):
         return [torch.cat([prefix, x], dim=1) for x, prefix in out]
 
 
-@BACKBONES.register("uta", schema=UtaOptions,
+@BACKBONES.register("uta", schema=UtaOptions, check=check_uta_model,
                     help=f"UTA ViT on timm's Eva: uta:<config> ({', '.join(uta_config_names())}) or uta:<path.json>")
 def build_uta(spec: BackboneSpec) -> Backbone:
     return UtaBackbone(spec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,8 @@ def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tens
     path = Path(path)
     if not path.is_file():
         raise UtabenchError(f"checkpoint {path} does not exist; pass the path of a .safetensors, .pt, .pth or .bin file")
+    if path.stat().st_size == 0:
+        raise UtabenchError(f"checkpoint {path} is empty (0 bytes); {_RESAVE}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -137,15 +140,28 @@ def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tens
         return read_torchscript_state(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UtabenchError(
-            f"checkpoint {path} holds pickled objects that are not tensors and was refused (loaded with "
-            f"weights_only=True; {first}); re-save it as a plain state dict or as .safetensors"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise UtabenchError(f"checkpoint {path} could not be read as a torch state dict: {exc}") from None
+    except Exception as exc:  # a damaged file makes the unpickler raise nearly anything (struct.error, IndexError)
+        raise UtabenchError(f"checkpoint {path} {_why_unreadable(path, exc)}; {_RESAVE}") from None
     return obj if raw else unwrap_state_dict(obj, path)
+
+
+_RESAVE = "expected a state dict saved by torch.save (.pt, .pth, .bin) or a .safetensors file"
+
+
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    """What the file is, from its first bytes and what the tensors-only unpickler refused: torch's own message is
+    not shown (it advises loading the file with weights_only=False, which runs whatever code the file holds)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if refused:
+        return (f"holds pickled objects that are not tensors ({refused.group(1)}), which utabench never unpickles; "
+                "save only the state dict (torch.save(model.state_dict(), path))")
+    if head == b"PK\x03\x04":
+        return "is a zip archive, torch.save's format, that is truncated or damaged (copy or save it again)"
+    if head[:1] == b"\x80":
+        return "is a pickle, the legacy torch.save format, that is truncated or damaged (copy or save it again)"
+    return "is not a checkpoint: neither a zip archive (torch.save), a pickle (legacy torch.save) nor safetensors"
 
 
 def unwrap_state_dict(obj, path: str | Path = "<memory>") -> Dict[str, torch.Tensor]:

@@ -19,7 +19,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, Tuple
 
+from utabench.core.errors import UtabenchError
+
 _CHUNK = 1 << 20
+UNREADABLE = "unreadable"  # the digest of a file that cannot be read, where such files are skipped
 
 
 def file_sha256(path: Path) -> str:
@@ -42,8 +45,9 @@ class FileHashes:
         self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
                         "sha256 TEXT)")
 
-    def digests(self, files: Iterable[Path]) -> Dict[str, str]:
-        """{absolute path: sha256} of the files."""
+    def digests(self, files: Iterable[Path], skip_unreadable: bool = False) -> Dict[str, str]:
+        """{absolute path: sha256} of the files. A file that cannot be read (a broken symlink, no permission) is an
+        error naming it, or with `skip_unreadable` has the digest UNREADABLE (its reader counts it as skipped)."""
         names = [os.path.abspath(f) for f in files]
         known: Dict[str, Tuple[int, int, str]] = {}
         for start in range(0, len(names), 500):
@@ -53,13 +57,20 @@ class FileHashes:
             known.update({path: (size, mtime, digest) for path, size, mtime, digest in rows})
         out, fresh = {}, []
         for name in names:
-            stat = os.stat(name)
-            cached = known.get(name)
-            if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-                out[name] = cached[2]
-            else:
-                out[name] = file_sha256(Path(name))
-                fresh.append((name, stat.st_size, stat.st_mtime_ns, out[name]))
+            try:
+                stat = os.stat(name)
+                cached = known.get(name)
+                if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+                    out[name] = cached[2]
+                else:
+                    out[name] = file_sha256(Path(name))
+                    fresh.append((name, stat.st_size, stat.st_mtime_ns, out[name]))
+            except OSError as exc:
+                if not skip_unreadable:
+                    why = "a broken symlink" if os.path.islink(name) and not os.path.exists(name) else exc.strerror
+                    raise UtabenchError(f"{name} cannot be read ({why}); fix or remove it, or pass --skip-corrupt "
+                                        "to skip such images (they are counted in the result record)") from None
+                out[name] = UNREADABLE
         if fresh:
             with self.db:
                 self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", fresh)
@@ -69,12 +80,14 @@ class FileHashes:
         self.db.close()
 
 
-def fingerprint(root: Path, files: Iterable[Path], extra: bytes, cache_dir: Path) -> str:
-    """sha256 over `extra` and, in order, each file's path relative to `root` (absolute if outside) and contents."""
+def fingerprint(root: Path, files: Iterable[Path], extra: bytes, cache_dir: Path, skip_unreadable: bool = False
+                ) -> str:
+    """sha256 over `extra` and, in order, each file's path relative to `root` (absolute if outside) and contents
+    (`skip_unreadable`: see `FileHashes.digests`)."""
     files = list(files)
     hashes = FileHashes(cache_dir)
     try:
-        digests = hashes.digests(files)
+        digests = hashes.digests(files, skip_unreadable)
     finally:
         hashes.close()
     digest = hashlib.sha256(extra)

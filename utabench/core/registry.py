@@ -15,15 +15,20 @@ class Registry(Generic[T]):
         self._entries: Dict[str, T] = {}
         self._help: Dict[str, str] = {}
         self._schemas: Dict[str, Optional[type]] = {}
+        self._checks: Dict[str, Optional[Callable[[str], None]]] = {}
 
-    def register(self, name: str, help: str = "", schema: Optional[type] = None) -> Callable[[T], T]:
-        """Register under `name`; `schema` (a `harness.schema.Schema`) lists the options an entry of it may give."""
+    def register(self, name: str, help: str = "", schema: Optional[type] = None,
+                 check: Optional[Callable[[str], None]] = None) -> Callable[[T], T]:
+        """Register under `name`; `schema` (a `harness.schema.Schema`) lists the options an entry of it may give;
+        `check(model)` refuses, with a UtabenchError, a model name of it that cannot be built (run when a config or
+        the command line is read, before anything is built or written)."""
         def decorate(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._entries[name] = obj
             self._help[name] = help or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0]
             self._schemas[name] = schema
+            self._checks[name] = check
             return obj
 
         return decorate
@@ -37,13 +42,19 @@ class Registry(Generic[T]):
     def remove(self, name: str) -> None:
         """Take `name` out again (for entries registered by a test or a plugin for a while)."""
         self.get(name)
-        for table in (self._entries, self._help, self._schemas):
+        for table in (self._entries, self._help, self._schemas, self._checks):
             del table[name]
 
     def schema(self, name: str) -> Optional[type]:
         """The options schema `name` was registered with (None: it takes no options)."""
         self.get(name)
         return self._schemas[name]
+
+    def check(self, name: str, model: str) -> None:
+        """Refuse a model name that `name`'s builder cannot build (when it registered a check)."""
+        self.get(name)
+        if self._checks[name] is not None:
+            self._checks[name](model)
 
     def names(self):
         return sorted(self._entries)

@@ -18,10 +18,18 @@ from utabench.core.errors import UtabenchError
 S = TypeVar("S", bound="Schema")
 
 
+def did_you_mean(name: Any, known: Iterable[str], n: int = 1) -> str:
+    """' did you mean 'x'?' (or 'x', 'y' or 'z') for the up to `n` known names closest to `name`; '' if none is."""
+    close = [repr(c) for c in difflib.get_close_matches(str(name), list(known), n=n, cutoff=0.6)]
+    if not close:
+        return ""
+    return f" did you mean {', '.join(close[:-1]) + ' or ' + close[-1] if len(close) > 1 else close[0]}?"
+
+
 def unknown_key_message(key: Any, allowed: Iterable[str]) -> str:
     allowed = list(allowed)
-    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    close = did_you_mean(key, allowed)
+    hint = f";{close}" if close else ";"
     shown = ", ".join(allowed) if allowed else "none"
     return f"unknown key {key!r}{hint} allowed keys: {shown}"
 

@@ -15,7 +15,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 
 
 def list_images(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files of a folder, broken symlinks included: they are unreadable images, refused or skipped and
+    counted like a corrupt one, never dropped unseen."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 class CorruptImage(UtabenchError):

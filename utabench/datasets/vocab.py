@@ -4,6 +4,7 @@ templates (clip_benchmark's files), and user-given class-name / template files."
 from __future__ import annotations
 
 import json
+import string
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -74,13 +75,31 @@ def read_templates(path: str | None) -> List[str]:
     if not p.is_file():
         raise UtabenchError(f"templates file {path} does not exist; give a JSON list or a text file of templates")
     if p.suffix == ".json":
-        templates = _read_json(path, "templates: a JSON list of strings containing {c}")
+        given = _read_json(path, "templates: a JSON list of strings containing {c}")
+        if not isinstance(given, list) or not all(isinstance(t, str) for t in given):
+            raise UtabenchError(f"templates file {path} must hold a JSON list of strings containing {{c}}")
+        numbered = [(f"entry {i}", t) for i, t in enumerate(given)]
     else:
-        templates = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    templates = [t.replace("{}", "{c}") for t in templates if isinstance(t, str)]
-    if not templates or not all("{c}" in t for t in templates):
-        raise UtabenchError(f"templates file {path}: every template must contain {{c}} (or {{}}) for the class name")
-    return templates
+        numbered = [(f"line {i}", line.strip()) for i, line in enumerate(p.read_text().splitlines(), 1)
+                    if line.strip()]
+    if not numbered:
+        raise UtabenchError(f"templates file {path} holds no template; give one per line, each with {{c}}")
+    return [_check_template(t.replace("{}", "{c}"), f"templates file {path}, {where}") for where, t in numbered]
+
+
+def _check_template(template: str, where: str) -> str:
+    """A template whose only field is `{c}` (at least once); braces meant literally are written `{{` and `}}`."""
+    hint = "the only field a template may have is {c}, the class name (write a literal brace as {{ or }})"
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        if set(fields) - {"c"}:
+            raise ValueError(f"has the field {{{sorted(set(fields) - {'c'})[0]}}}")
+        template.format(c="class")
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise UtabenchError(f"{where}: {template!r} {exc}; {hint}") from None
+    if "c" not in fields:
+        raise UtabenchError(f"{where}: {template!r} has no {{c}} (or {{}}) for the class name")
+    return template
 
 
 def _read_json(path: str, what: str):

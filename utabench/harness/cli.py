@@ -1,4 +1,4 @@
-"""The `utabench` command line: list, run, run-all, tables, pretrain, masks.
+"""The `utabench` command line: list, run, run-all, status, report, tables, pretrain, masks.
 
 `utabench run TASK` has the flags every run has (backbone, dataset, settings) plus those made from the task's own
 options schema and its dataset types' schemas, so `utabench run detection --help` lists what detection takes.
@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from utabench.core.errors import UtabenchError
 from utabench.harness.commands import COMMANDS, DEFAULT_RESULTS
+from utabench.harness.flags import literal_help
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,7 +50,7 @@ def _add_run(sub) -> None:
     tasks = run.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=Parser)
     for name, help_text in TASKS.describe():
         task = TASKS.get(name)
-        p = tasks.add_parser(name, help=help_text, description=help_text)
+        p = tasks.add_parser(name, help=literal_help(help_text), description=help_text)
         p.add_argument("--backbone", required=True, help="family:model, e.g. clip:ViT-B-16 or uta:B-16")
         p.add_argument("--checkpoint", help="weights: a file or an open_clip hub folder; random init without")
         p.add_argument("--name", help="the backbone's name in the results (default: the spec)")
@@ -102,7 +103,7 @@ def _add_pretrain(sub) -> None:
     pre = sub.add_parser("pretrain", help="pretrain a backbone: UTA, the MIM / FD / UTA+MIM baselines, a CLIP, "
                          "or a student's contrastive fine-tuning (clip-ft)")
     pre.add_argument("objective", choices=OBJECTIVES.names(),
-                     help="; ".join(f"{name}: {text}" for name, text in OBJECTIVES.describe()))
+                     help=literal_help("; ".join(f"{name}: {text}" for name, text in OBJECTIVES.describe())))
     pre.add_argument("--config", required=True, help="pretraining YAML (see utabench/configs/pretrain/)")
     pre.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, final.safetensors")
     pre.add_argument("--resume", help="a checkpoint to continue from (default: the latest one in --out)")
@@ -136,8 +137,8 @@ def _add_tables(sub) -> None:
     tables = sub.add_parser("tables", help="render the paper's tables from a results directory")
     tables.add_argument("--results", default=DEFAULT_RESULTS)
     tables.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    tables.add_argument("--table", type=int, action="append",
-                        help="; ".join(f"{name}: {title}" for name, title in TABLES.describe()) + " (default: all)")
+    tables.add_argument("--table", type=int, action="append", help=literal_help(
+        "; ".join(f"{name}: {title}" for name, title in TABLES.describe()) + " (default: all)"))
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
 
 

@@ -32,6 +32,7 @@ from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping, with_world
 from utabench.core.context import PRECISIONS
 from utabench.core.errors import UtabenchError
+from utabench.core.paths import distinct_components
 from utabench.core.schema import Schema, unknown_key_message, validate, validated_dict
 from utabench.harness.paper import PaperSpec
 from utabench.pretrain.config import check_pretrain_entry, is_pretrain_entry
@@ -140,9 +141,13 @@ def load_config(path: Optional[str] = None) -> RunConfig:
     backbones = [check_backbone_entry(entry, f"config {source}: backbones[{i}] ({_backbone_key(entry)})")
                  for i, entry in enumerate(cfg.backbones)]
     names = [_backbone_key(entry) for entry in backbones]
+    distinct_components(names, f"config {source}: backbone name")
     notes: List[str] = []
     tasks = {task: _task_entries(task, section, f"config {source}: tasks.{task}", names, notes)
              for task, section in cfg.tasks.items()}
+    for task, entries in tasks.items():
+        distinct_components(dict.fromkeys(entry["name"] for entry in entries), f"config {source}: tasks.{task}: "
+                            "dataset name")
     settings = cfg.settings.model_dump(exclude_unset=True) if cfg.settings else {}
     world = cfg.world.model_dump(exclude_unset=True) if cfg.world else None
     return RunConfig(source=str(source), results=cfg.results, settings=settings, backbones=backbones, tasks=tasks,

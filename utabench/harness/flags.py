@@ -13,6 +13,12 @@ from typing import Any, Dict, Iterable, Type
 from utabench.core.schema import Schema, flag_name
 
 
+def literal_help(text: str) -> str:
+    """Help text that argparse prints as it is: it %-formats help strings, so a `%` of a table title or a schema's
+    description must be doubled."""
+    return text.replace("%", "%%")
+
+
 def add_schema_flags(parser: argparse.ArgumentParser, schemas: Iterable[Type[Schema]], title: str) -> None:
     """One `--key` flag per field of the schemas (a field two schemas share is added once)."""
     group = parser.add_argument_group(title)
@@ -23,7 +29,7 @@ def add_schema_flags(parser: argparse.ArgumentParser, schemas: Iterable[Type[Sch
                 continue
             seen.add(name)
             group.add_argument(flag_name(name), dest=f"field_{name}", metavar=name.upper(),
-                               help=field.description or "")
+                               help=literal_help(field.description or ""))
 
 
 def schema_values(args: argparse.Namespace) -> Dict[str, Any]:

@@ -160,9 +160,10 @@ def run_jobs(jobs: List[Job], ctx: RunContext, force: bool = False, log: Callabl
     datasets = load_datasets([(job.task, job.dataset) for job in pending], loaded)  # all inputs up front
     for key in {_dataset_key(job.task, job.dataset) for job in pending}:
         data = datasets[key]
-        if not data.fingerprint:
-            data.fingerprint = broadcast(ctx.dist, fingerprint(data.root, data.files, data.extra, ctx.cache_dir)
-                                         if ctx.dist.is_main else None)
+        if not data.fingerprint:  # an unreadable file is refused here, before a model is built (or counted)
+            digest = (fingerprint(data.root, data.files, data.extra, ctx.cache_dir, ctx.skip_corrupt)
+                      if ctx.dist.is_main else None)
+            data.fingerprint = broadcast(ctx.dist, digest)
     by_backbone: Dict[str, List[Job]] = {}
     for job in pending:
         by_backbone.setdefault(job.backbone_key, []).append(job)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -18,17 +17,16 @@ from typing import Any, Dict, Iterator, List, Optional
 import pandas as pd
 
 from utabench.core.io import atomic_write_json
+from utabench.core.paths import path_component
 
 SCHEMA_VERSION = 1  # of the record format; a record of another version is run again
 DONE = ("complete", "not_applicable")
 
 
-def _safe(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("_") or "_"
-
-
 def record_path(results: Path, backbone: str, task: str, dataset: str) -> Path:
-    return Path(results) / _safe(backbone) / _safe(task) / f"{_safe(dataset)}.json"
+    """Where a job's record goes; a name that cannot be a folder or file name is refused (`core/paths.py`)."""
+    return (Path(results) / path_component(backbone, "backbone name") / path_component(task, "task name")
+            / f"{path_component(dataset, 'dataset name')}.json")
 
 
 def write_record(path: Path, record: Dict[str, Any]) -> None:
@@ -83,14 +81,19 @@ class RecordLock:
     def __init__(self, record: Path):
         self.path = Path(record).with_suffix(".lock")
         self._fd: Optional[int] = None
+        self._made: List[Path] = []  # the folders acquire created, deepest first
 
     def acquire(self) -> Optional[str]:
         """None when this process now holds the lock, else who holds it."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            self._made = [folder for folder in self.path.parents if not folder.exists()]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # another run's release removed the empty folder in between
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -135,7 +138,15 @@ class RecordLock:
         return True
 
     def release(self) -> None:
+        """Drop the lock, and the folders `acquire` made if they are left empty: a job that failed before its
+        record was written leaves nothing behind."""
         if self._fd is not None:
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+            for folder in self._made:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (records, work directories, another run's lock) or already gone
+                    break
+            self._made = []

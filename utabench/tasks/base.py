@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 from utabench.core.errors import UtabenchError
+from utabench.core.paths import path_component
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema, check_keys, validated_dict
 
@@ -58,6 +59,7 @@ class Task:
         for part in parts:
             out.update(validated_dict(part, {k: v for k, v in cfg.items() if k in part.keys()}, where))
         out.setdefault("name", out["type"])
+        path_component(out["name"], f"{where}: dataset name")  # it names the record's file
         return out
 
     def options_of(self, entry: Dict[str, Any]) -> Dict[str, Any]:

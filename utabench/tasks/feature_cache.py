@@ -29,7 +29,8 @@ from utabench.tasks.features import Features, extract
 def feature_key(backbone, images: ImageList, ctx: RunContext) -> str:
     """The cache key of `backbone`'s features of `images` under `ctx` (see the module docstring)."""
     paths = [Path(path) for path, _ in images.samples]
-    contents = fingerprint(Path("/"), paths, json.dumps([int(t) for _, t in images.samples]).encode(), ctx.cache_dir)
+    contents = fingerprint(Path("/"), paths, json.dumps([int(t) for _, t in images.samples]).encode(), ctx.cache_dir,
+                           images.skip_corrupt)
     payload = {"weights": backbone.weights_fingerprint(), "transform": repr(images.transform), "images": contents,
                "precision": ctx.precision, "device": ctx.device_type, "decode": ctx.decode,
                "skip_corrupt": images.skip_corrupt}
