@@ -70,6 +70,10 @@ def test_table5_tells_uta_from_uta_dagger():
     assert _match(5, UTA_B14_0B).row["COCO APbox"] == 55.8
 
 
+def _cells(line):
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
 def _record(results, backbone, task, dataset_type, metrics, paper, details=None):
     write_record(record_path(results, backbone, task, dataset_type), {
         "status": "complete", "backbone": backbone, "task": task, "dataset": dataset_type,
@@ -107,3 +111,47 @@ def test_table3_compares_only_gpt4_judged_coco_runs(tmp_path, variant, judge_ok,
     assert rows[rows.column == "Variant"].iloc[0].ours == variant
     if not has_delta:
         assert overall.note and ("LLaVA-Bench (in-the-wild)" in overall.note or "not GPT-4" in overall.note)
+
+
+def test_table2_keys_open_clip_l_by_its_model_and_prints_its_34b(tmp_path):
+    """The paper prints Open-CLIP L/14 with 34B pairs in Table 2 and 32B in Table 1 (laion2B-s32B): the Table 2 row
+    is keyed 32B, the model it describes, and still printed 34B."""
+    open_clip_l = {"method": "Open-CLIP", "model": "L/14@224", "pairs": "32B"}
+    assert _match(1, open_clip_l).row["IN-1K"] == 75.5
+    match = _match(2, open_clip_l)
+    assert match.row["COCO image R@10"] == 79.4 and match.label == "Open-CLIP L 34B (as printed; the 32B model)"
+    assert _match(2, {**open_clip_l, "pairs": "34B"}).row is None
+    results = tmp_path / "r"
+    _record(results, "openclip-l14", "retrieval", "flickr30k", {"text_r1": 88.0}, open_clip_l)
+    rows = pd.DataFrame(table_rows(load_results(results), TABLES.get("2")))
+    r1 = rows[rows.column == "Flickr30k text R@1"].iloc[0]
+    assert r1.paper == 88.7 and r1.delta == pytest.approx(-0.7)
+    text = render(load_results(results), tables=(2,))
+    assert "| ↳ paper: Open-CLIP L 34B (as printed; the 32B model) | 88.7 " in text
+    printed = [_cells(line)[:4] for line in text.splitlines() if line.startswith("| Open-CLIP ")]  # the published
+    assert printed == [["Open-CLIP", "B", "34B", "86.3"], ["Open-CLIP", "L", "34B", "88.7"],
+                       ["Open-CLIP", "g", "34B", "91.4"]]
+
+
+def test_table4_keeps_its_random_choice_mark(tmp_path):
+    """Table 4 prints EVA-02's zero-shot as "0.1‡" (random choice without contrastive fine-tuning): read as 0.1 for
+    the difference, shown with its mark and the caption's note."""
+    eva02_b = {"method": "EVA-02", "model": "B/14@224"}
+    row = _match(4, eva02_b).row
+    assert row["IN-1K ZS"] == 0.1 and f"{row['IN-1K ZS']:.1f}" == "0.1‡" and row["IN-1K FT"] == 87.4
+    assert paper_table(TABLES.get("4"))["IN-1K ZS"].max() == 79.3  # the column stays numeric
+    results = tmp_path / "r"
+    _record(results, "eva02-b14", "zeroshot-classification", "imagenet", {"top1": 0.2}, eva02_b)
+    _record(results, "eva02-b14", "segmentation", "ade20k", {"mIoU": 55.0}, eva02_b)
+    frame = load_results(results)
+    rows = pd.DataFrame(table_rows(frame, TABLES.get("4")))
+    zs = rows[rows.column == "IN-1K ZS"].iloc[0]
+    assert zs.paper == 0.1 and zs.delta == pytest.approx(0.1)
+    note = "‡ indicates the results equal to random choice without contrastive fine-tuning."
+    for with_paper in (True, False):  # the paper line shows the mark, so the note comes with it
+        text = render(frame, tables=(4,), with_paper=with_paper)
+        paper_line = next(line for line in text.splitlines() if line.startswith("| ↳ paper: EVA-02 B"))
+        assert _cells(paper_line)[1:] == ["0.1‡", "87.4", "55.3"] and note in text
+    published = [_cells(line) for line in render(frame, tables=(4,)).splitlines() if line.startswith("| EVA-02 ")]
+    assert [cells[4] for cells in published] == ["0.1‡", "0.1‡"]
+    assert "0.1‡" not in render(frame, tables=(4,), fmt="csv")  # the long CSV gives the number

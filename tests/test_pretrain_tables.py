@@ -77,3 +77,27 @@ def test_table6_has_the_downstream_columns_and_leaves_out_the_ablation_rows():
     tuned = dict(zip(header, _cells(_line(out, "| tuned "))))
     assert tuned["objective"] == "UTA†" and tuned["from"] == "student" and tuned["% of teacher"] == "84.0"
     assert "| r05 " not in out and "| l14 " not in out
+
+
+def test_table6_student_of_a_table6_config_has_the_published_row_and_delta():
+    table6_uta = {"objective": "uta", "teacher": "/teacher.safetensors", "paper.table": 6, "paper.row": "UTA",
+                  "flops.student_per_image": 6.0e9}
+    fd = {"objective": "fd", "teacher": "/teacher.safetensors", "flops.student_per_image": 10.0e9}
+    records = pd.concat([_records(), pd.DataFrame([
+        _record("t6-uta", "zeroshot-classification", "imagenet", {"top1": 74.0}, **table6_uta),
+        _record("t6-uta", "detection", "coco", {"box_ap": 55.0, "mask_ap": 47.0}, **table6_uta),
+        _record("fd-student", "zeroshot-classification", "imagenet", {"top1": 73.0}, **fd),
+    ])], ignore_index=True)
+    out = render(records, tables=[6], with_paper=False)
+    header = _cells(_line(out, "| backbone"))
+    lines = out.splitlines()
+    at = lines.index(_line(out, "| t6-uta "))
+    ours, paper, delta = (dict(zip(header, _cells(lines[at + i]))) for i in range(3))
+    assert (ours["objective"], ours["FLOPs (× FD)"], ours["ZS IN-1K"], ours["COCO APbox"]) == (
+        "UTA", "0.60×", "74.0", "55.0")
+    assert (paper["backbone"], paper["objective"], paper["FLOPs (× FD)"], paper["ZS IN-1K"], paper["FT"],
+            paper["COCO APbox"], paper["LVIS APmask"], paper["ADE20K mIoU"], paper["ZS avg"]) == (
+        "↳ paper", "UTA", "0.60×", "75.0", "87.3", "55.7", "43.1", "55.4", "—")
+    assert (delta["backbone"], delta["FLOPs (× FD)"], delta["ZS IN-1K"], delta["COCO APbox"], delta["COCO APmask"],
+            delta["FT"]) == ("↳ Δ (ours − paper)", "—", "-1.0", "-0.7", "-0.4", "—")
+    assert "↳ paper" not in lines[lines.index(_line(out, "| student ")) + 1]  # its config names no paper row

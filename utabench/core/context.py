@@ -18,7 +18,9 @@ from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
-MAX_AUTO_WORKERS = 16  # past this a GPU's eval loader gains nothing (REFERENCE.md: clip_benchmark 8 vs 16 workers)
+# the cap of `workers auto`, as measured on one H100 with bench/zeroshot_throughput.py's synthetic JPEGs: ViT-B/16
+# zero-shot through clip_benchmark ran at 848 / 1362 images/s with 8 / 16 loader workers, decoding alone at 1544
+MAX_AUTO_WORKERS = 16
 
 
 def resolve_precision(name: str, device_type: str) -> str:

@@ -28,6 +28,7 @@ class TableSpec:
     rows: Optional[Callable] = None  # records -> rows, for a table of its own shape
     formats: Dict[str, str] = field(default_factory=dict)  # column -> format, for `rows` tables
     published_note: str = ""  # what the published table needs said beside it
+    footnote: str = ""  # the paper's note on its marks (†, ‡), printed under the table where a mark is shown
 
 
 TABLES: Registry = Registry("table", "tables")

@@ -5,6 +5,8 @@ UTA-B/16, contrastively fine-tuned on 2B image-text pairs). Every published row 
 architecture, patch size, input size of the pretrained model, and image-text pairs, as far as its table and the
 paper's text decide them (`utabench/results/paper_table*.csv`; blank where the paper leaves it open). The pairs are
 what tells the paper's `UTA` (image-only pretraining, 0B) from `UTA†` (after contrastive fine-tuning, e.g. 2B).
+The key is the model a row describes, where the table prints otherwise (Table 2's Open-CLIP L: 34B there, 32B in
+Table 1); the paper line shows what is printed and says which model it is.
 
 A row matches when every field both sides state is equal. Exactly one match is the comparison; none or several
 are reported as such in the table, never resolved by taking the first row.
@@ -106,6 +108,8 @@ def match_row(published: pd.DataFrame, paper: Optional[Dict[str, str]], table: i
     unstated = [f for f in KEY_FIELDS if ours[f] is not None and theirs[f] is None]
     pairs = row.get("pairs")
     label = f"{row['method']} {row['model']}" + (f" {pairs}" if isinstance(pairs, str) and pairs else "")
+    if isinstance(pairs, str) and theirs["pairs"] and _norm("pairs", pairs) != theirs["pairs"]:
+        label += f" (as printed; the {theirs['pairs']} model)"
     if unstated:
         label += f" (Table {table} does not state its {', '.join(unstated)})"
     return Match(row, label, unstated)

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import pandas as pd
 
 from utabench.core.errors import UtabenchError
-from utabench.core.published import published_table
+from utabench.core.published import Marked, published_table
 from utabench.core.tablespec import TABLES, TableSpec, table_numbers
 from utabench.harness.paper import match_row
 
@@ -25,7 +25,8 @@ def paper_table(spec: TableSpec) -> pd.DataFrame:
 
 
 def shown_published(published: pd.DataFrame) -> pd.DataFrame:
-    """The published table as the paper prints it (without utabench's row-key columns; "—" where it has none)."""
+    """The published table as the paper prints it (without utabench's row-key columns; "—" where it has none; a
+    marked number with its mark)."""
     def show(value):
         if isinstance(value, float):
             return "—" if pd.isna(value) else (f"{value:.0f}" if value >= 100 and value == int(value) else f"{value:.1f}")
@@ -94,7 +95,7 @@ Block = Union[str, pd.DataFrame]  # a table is rendered as its blocks: paragraph
 
 
 def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> List[Block]:
-    rows = pd.DataFrame(table_rows(records, spec))
+    rows = pd.DataFrame(table_rows(records, spec), dtype=object)  # object: a paper number keeps its mark
     out: List[Block] = []
     notes = []
     if rows.empty:
@@ -115,8 +116,18 @@ def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
         out.append(pd.DataFrame(lines))
     if notes:
         out.append("\n".join(notes))
+    marked = not rows.empty and any(isinstance(value, Marked) for value in rows.paper)
+    return out + _published_blocks(spec, with_paper, marked)
+
+
+def _published_blocks(spec: TableSpec, with_paper: bool, marked: bool) -> List[Block]:
+    """The published table (when asked for), then the paper's note on its marks if the table or ours shows one."""
+    out: List[Block] = []
     if with_paper:
-        out += [f"Published ({spec.title.split(':')[0]} of the UTA paper):", shown_published(paper_table(spec))]
+        out += [f"Published ({spec.title.split(':')[0]} of the UTA paper{spec.published_note}):",
+                shown_published(paper_table(spec))]
+    if spec.footnote and (with_paper or marked):
+        out.append(spec.footnote)
     return out
 
 
@@ -136,10 +147,7 @@ def custom_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = Tru
                 return spec.formats[key].format(value) if value is not None else "—"
             return _fmt(value)
         out.append(pd.DataFrame([{k: show(k, v) for k, v in row.items() if k != "table"} for row in rows]))
-    if with_paper:
-        out += [f"Published ({spec.title.split(':')[0]} of the UTA paper{spec.published_note}):",
-                shown_published(paper_table(spec))]
-    return out
+    return out + _published_blocks(spec, with_paper, False)
 
 
 def table_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = True) -> List[Block]:

@@ -1,6 +1,8 @@
-"""LLaVA's data files: the training json (`blip_laion_cc_sbu_558k.json`, `llava_instruct_150k.json`: a list of
-{id, image, conversations: [{from: human|gpt, value}]}, or the same records one per line as .jsonl) with an image
-folder, and the jsonl files of LLaVA-Bench. Malformed input is reported with its file and line number.
+"""LLaVA's data files: the training json (a list of {id, image, conversations: [{from: human|gpt, value}]}, or the
+same records one per line as .jsonl) with an image folder, and the jsonl files of LLaVA-Bench. Malformed input is
+reported with its file and line number. Stage 1's file is LLaVA v1's `chat.json` (LLaVA-CC3M-Pretrain-595K, the
+filtered CC-3M set the UTA paper's A.1 trains on) or LLaVA-1.5's `blip_laion_cc_sbu_558k.json` (558K LAION/CC/SBU
+pairs, the name the embedded world's file takes), stage 2's `llava_instruct_150k.json`.
 
 A training sample is the image through the backbone's own eval transform (resize, centre crop, its mean / std)
 and the conversation encoded with the stage's template; batches are padded on the right. Both are deterministic, so a

@@ -24,9 +24,13 @@
                                           # or parallelism (default: the run's thread count)
 
 Every level is a schema: an unknown key (`optim: {epoch: 1}`) or a bad value is refused when the file is read.
-Unset values take the defaults below (the paper's, section 3 and REFERENCE.md). `steps` / `warmup_steps` in
-`optim` override the epoch counts. The fingerprint covers everything that changes the trained weights, so a resume
-from another configuration's checkpoint is refused.
+Unset values take the defaults below: the UTA paper's (section 3, "Pre-training": batch 4096, 150 epochs, AdamW
+with weight decay 0.05, 1 warm-up epoch to 1.5e-3, cosine to 1e-5, mask ratio 0.5 as for L; section 2.2: the block-wise
+mask reversed with probability 0.5; A.1: the contrastive fine-tuning's temperature 0.01 and layer decay 0.75 for B),
+BEiT's block-wise mask generator's (blocks of at least 16 patches, aspect ratio in [0.3, 1/0.3]) and, where the paper
+says nothing (betas, eps, crop scale), decisions of ours (see `configs/pretrain/uta-b14.yaml`). `steps` /
+`warmup_steps` in `optim` override the epoch counts. The fingerprint covers everything that changes the trained
+weights, so a resume from another configuration's checkpoint is refused.
 """
 
 from __future__ import annotations

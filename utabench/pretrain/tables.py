@@ -2,7 +2,8 @@
 
 - Table 6 (pretraining objectives): each student (and the teacher, and contrastively fine-tuned students) with its
   objective, counted FLOPs, zero-shot top-1 and its share of the teacher's, and the downstream columns (ImageNet
-  fine-tuning, COCO / LVIS box and mask AP, ADE20K mIoU) where those tasks ran for it.
+  fine-tuning, COCO / LVIS box and mask AP, ADE20K mIoU) where those tasks ran for it; a student of a Table 6 config
+  (`paper: {table: 6, row}` in `configs/pretrain/table6-*.yaml`) with the published row and the difference beneath.
 - Tables 7 (teacher) and 8 (mask ratio and type): the students of the ablation configs (`paper: {table, row}` in
   `configs/pretrain/table7-*.yaml`, `table8-*.yaml`), each row named by its paper row, with the published row and
   the difference beneath.
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -26,6 +27,8 @@ DOWNSTREAM: Tuple[Tuple[str, str, str, str], ...] = (
     ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap"),
     ("ADE20K mIoU", "segmentation", "ade20k", "mIoU"),
 )
+# Table 6's columns that the published table has: ours -> its
+TABLE6_PAPER = {"FLOPs (× FD)": "FLOPs", "ZS IN-1K": "ZS", **{name: name for name, *_ in DOWNSTREAM}}
 
 
 def label(objective: str) -> str:
@@ -64,8 +67,20 @@ def _downstream(records: pd.DataFrame, backbone: str) -> Dict[str, float]:
     return {name: _scores(records, task, kind, metric).get(backbone) for name, task, kind, metric in DOWNSTREAM}
 
 
+def _paper_and_delta(table: int, row: str, ours: Dict[str, Any], names: Dict[str, str]) -> Tuple[dict, dict]:
+    """Row `row` of published Table `table` and ours − paper (signed text), in our column names (`names`: ours ->
+    the published table's). FLOPs are shown, not differenced."""
+    published = published_table(f"paper_table{table}.csv").set_index("config")
+    paper = {c: float(published.loc[row, p]) if p in published and pd.notna(published.loc[row, p]) else None
+             for c, p in names.items()}
+    delta = {c: f"{ours[c] - paper[c]:+.1f}" if p != "FLOPs" and ours.get(c) is not None and paper[c] is not None
+             else None for c, p in names.items()}
+    return paper, delta
+
+
 def objective_rows(records: pd.DataFrame) -> List[dict]:
-    """Table 6: one row per pretrained backbone outside the Table 7 / 8 ablations."""
+    """Table 6: one row per pretrained backbone outside the Table 7 / 8 ablations; a student whose config names its
+    Table 6 row, then the published row and the difference."""
     pretrained = _pretrained(records)
     if pretrained.empty:
         return []
@@ -73,7 +88,7 @@ def objective_rows(records: pd.DataFrame) -> List[dict]:
     top1 = {kind: _scores(records, "zeroshot-classification", kind, "top1") for kind in zero_shot}
     flops = {r["pretrain.objective"]: r.get("pretrain.flops.student_per_image") for _, r in pretrained.iterrows()}
     fd, teachers = flops.get("fd"), _teacher_of(records)
-    rows = []
+    rows: List[Tuple[dict, Optional[str]]] = []  # (ours, the Table 6 row its config names)
     for _, r in pretrained.iterrows():
         if _paper_table(r) in (7, 8):
             continue
@@ -84,17 +99,27 @@ def objective_rows(records: pd.DataFrame) -> List[dict]:
             teacher = teachers.get(teacher)
         own, theirs = top1["imagenet"].get(backbone), top1["imagenet"].get(teacher)
         student_flops = r.get("pretrain.flops.student_per_image")
-        rows.append({"table": 6, "backbone": backbone, "objective": label(r["pretrain.objective"]),
-                     "from": teachers.get(backbone) or "",
-                     "student GFLOPs/img": student_flops / 1e9 if pd.notna(student_flops) else None,
-                     "FLOPs (× FD)": student_flops / fd if fd and pd.notna(student_flops) else None,
-                     "ZS IN-1K": own,
-                     "ZS avg": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
-                     "% of teacher": 100 * own / theirs if own is not None and theirs else None,
-                     **_downstream(records, backbone)})
+        ours = {"table": 6, "backbone": backbone, "objective": label(r["pretrain.objective"]),
+                "from": teachers.get(backbone) or "",
+                "student GFLOPs/img": student_flops / 1e9 if pd.notna(student_flops) else None,
+                "FLOPs (× FD)": student_flops / fd if fd and pd.notna(student_flops) else None,
+                "ZS IN-1K": own,
+                "ZS avg": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
+                "% of teacher": 100 * own / theirs if own is not None and theirs else None,
+                **_downstream(records, backbone)}
+        rows.append((ours, str(r["pretrain.paper.row"]) if _paper_table(r) == 6 else None))
     order = [OBJECTIVES.get(name).label for name in TABLE6_ORDER]
-    return sorted(rows, key=lambda row: (order.index(row["objective"]) if row["objective"] in order else 99,
-                                         row["backbone"]))
+    rows.sort(key=lambda item: (order.index(item[0]["objective"]) if item[0]["objective"] in order else 99,
+                                item[0]["backbone"]))
+    out = []
+    for ours, row in rows:
+        out.append(ours)
+        if row is not None:
+            paper, delta = _paper_and_delta(6, row, ours, TABLE6_PAPER)
+            blank = {key: None for key in ours} | {"table": 6, "objective": "", "from": ""}
+            out += [{**blank, "backbone": "↳ paper", "objective": row, **paper},
+                    {**blank, "backbone": "↳ Δ (ours − paper)", **delta}]
+    return out
 
 
 def ablation_rows(table: int, columns: Tuple[str, ...]):
@@ -105,7 +130,6 @@ def ablation_rows(table: int, columns: Tuple[str, ...]):
         chosen = pretrained[[_paper_table(r) == table for _, r in pretrained.iterrows()]] if len(pretrained) else []
         if not len(chosen):
             return []
-        published = published_table(f"paper_table{table}.csv").set_index("config")
         zs, teachers = _scores(records, "zeroshot-classification", "imagenet", "top1"), _teacher_of(records)
         unmasked = [r.get("pretrain.flops.student_per_image") for _, r in pretrained.iterrows()
                     if r["pretrain.objective"] == "fd" or str(r.get("pretrain.paper.row")) == "ratio 0.0"]
@@ -117,14 +141,10 @@ def ablation_rows(table: int, columns: Tuple[str, ...]):
                     **_downstream(records, r.backbone)}
             ours = {c: ours.get(c) for c in columns}
             row = str(r["pretrain.paper.row"])
-            paper = {c: (float(published.loc[row, c]) if c in published and pd.notna(published.loc[row, c]) else None)
-                     for c in columns}
-            delta = {c: ours[c] - paper[c] if c != "FLOPs" and ours[c] is not None and paper[c] is not None else None
-                     for c in columns}
+            paper, delta = _paper_and_delta(table, row, ours, {c: c for c in columns})
             out += [{"table": table, "row": row, "backbone": r.backbone, **ours},
                     {"table": table, "row": "↳ paper", "backbone": "", **paper},
-                    {"table": table, "row": "↳ Δ (ours − paper)", "backbone": "",
-                     **{c: (f"{v:+.1f}" if v is not None else None) for c, v in delta.items()}}]
+                    {"table": table, "row": "↳ Δ (ours − paper)", "backbone": "", **delta}]
         return out
     return rows
 

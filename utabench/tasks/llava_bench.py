@@ -26,7 +26,10 @@ METRICS = {"conversation": "conversation", "detail": "detail", "complex": "compl
 
 
 class StageData(Schema):
-    data: str  # LLaVA's json (blip_laion_cc_sbu_558k.json, llava_instruct_150k.json)
+    # LLaVA's json: stage 1 the paper's CC-3M set (LLaVA-CC3M-Pretrain-595K's chat.json, A.1) or LLaVA-1.5's
+    # blip_laion_cc_sbu_558k.json (LAION/CC/SBU, same format; the README's and the world's name); stage 2
+    # llava_instruct_150k.json
+    data: str
     images: str  # its image folder
 
     @model_validator(mode="before")

@@ -35,4 +35,6 @@ register_table(TableSpec(
      ("IN-1K FT", "finetune-classification", ("imagenet",), "top1"),
      ("ADE20K mIoU", Segmentation.name, ("ade20k",), "mIoU")),
     rows_from=(Segmentation.name, "finetune-classification"),
+    footnote="Table 4's caption: \"† denotes the model after contrastive fine-tuning. ‡ indicates the results equal to "
+    "random choice without contrastive fine-tuning.\"",
 ))

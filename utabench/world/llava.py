@@ -1,6 +1,8 @@
 """The embedded world's LLaVA sets, in the original LLaVA on-disk formats, and its tiny language model.
 
-- `llava/pretrain/blip_laion_cc_sbu_558k.json` + `images/`: stage-1 image-caption pairs as one-turn conversations.
+- `llava/pretrain/blip_laion_cc_sbu_558k.json` + `images/`: stage-1 image-caption pairs as one-turn conversations,
+  named as LLaVA-1.5's stage-1 file (its current release's layout); the paper's stage 1 used LLaVA v1's CC-3M set
+  (`chat.json`, 595K pairs), which has the same format.
 - `llava/instruct/llava_instruct_150k.json` + `images/`: stage-2 instruction data in LLaVA-Instruct's three kinds
   (multi-turn conversation, detailed description, complex reasoning).
 - `llava/bench/`: a LLaVA-Bench (In-the-Wild) layout: `questions.jsonl`, `context.jsonl` (what the judge is told
