@@ -47,3 +47,32 @@ def test_run_all_prints_stage_lines_and_a_summary(world, tmp_path, capsys):
     assert re.search(r"… \[1/2\] uta:tiny · zeroshot-classification · imagenet \(est\. \d+s; about \d+s left\)", out)
     assert main(common + ["--results", str(tmp_path / "b")]) == 0  # everything done: skipped
     assert re.match(r"run-all done in \d+s: 2 skipped \(of 2 jobs\)", capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bundled_times_are_scaled_to_the_machine(tmp_path, monkeypatch):
+    """A stage this machine has not run takes its bundled time times how much slower this machine is: first by the
+    probe against the bundled machine's probe (measured once per cache), then by the bundled stages it has run."""
+    import utabench.core.progress as progress
+
+    calls = []
+    monkeypatch.setattr(progress, "probe", lambda: calls.append(1) or 1.0)
+    here = Progress(tmp_path, lambda _: None)
+    here.reference = {"a": 10.0, "b": 100.0, "c": 20.0, progress.PROBE: 0.5}
+    assert here.estimate("b") == 200.0 and here.estimate("c") == 40.0 and here.estimate("x") is None
+    assert calls == [1] and json.loads((tmp_path / "stage-times.json").read_text()) == {progress.PROBE: 1.0}
+    here.record({"a": 12.0})  # 10 s of bundled time run: not yet enough to replace the probe
+    assert here.estimate("c") == 40.0 and here.estimate("a") == 12.0
+    here.record({"b": 150.0})  # 110 s run in 162 s
+    assert here.estimate("c") == 20.0 * 162.0 / 110.0
+    again = Progress(tmp_path, lambda _: None)
+    again.reference = dict(here.reference)
+    assert again.estimate("c") == here.estimate("c") and calls == [1]  # kept in the cache: measured once
+    worker = Progress(None, lambda _: None)  # a --parallel worker keeps no times and never probes
+    worker.reference = dict(here.reference)
+    assert worker.estimate("b") == 100.0 and calls == [1]
+
+
+def test_the_probe_is_a_short_positive_time():
+    from utabench.core.progress import probe
+
+    assert 0 < probe() < 30

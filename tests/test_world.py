@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from utabench.harness.claims import PASS, check
 from utabench.world import ensure_world, generate_world
 
 CONFIGS = Path(__file__).resolve().parents[1] / "utabench" / "configs"
@@ -76,6 +77,7 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     initialised backbone (`world-dense-random.yaml`, run into the same results). LLaVA is trained and scored on
     LLaVA-Bench (offline judge) for the teacher and the UTA student before and after contrastive fine-tuning, each
     clearly above the same pipeline on a randomly initialised encoder: the bench asks what only the image tells.
+    Each of these is a claim of `utabench claims` (harness/claims.py holds the thresholds), asserted PASS here.
     (How long it takes is measured, not tested: the README.)"""
     env = {**os.environ, "UTABENCH_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "utabench.harness.cli", "run-all", "--threads", "2", "--results"]
@@ -88,39 +90,14 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     assert len(records) == 11 * 8 + 4 + 3 + 5
     assert {r["status"] for r in records if r["backbone"] != "eva02-mim-tiny"} == {"complete"}
     assert {r["status"] for r in records if r["backbone"] == "eva02-mim-tiny"} == {"not_applicable"}  # image-only
-    top1 = {r["backbone"]: r["metrics"]["top1"] for r in records
-            if r["dataset"] == "imagenet-1k" and r["status"] == "complete"}
-    print(top1)
-    # measured on an AVX2-only 2-core AMD EPYC VM, world seed 0 (seeds 1 and 2 in the README), of 400 images, chance
-    # 10: teacher 89.5, UTA 84.25 (94%), FD 86.25, UTA+MIM 79.25, MIM 16.0, UTA-dagger 91.5 (the students' recipe of
-    # batch 64 gave UTA 80.25 there, 89.7%, and 92-95% on another machine's bits: hence batch 32)
-    assert top1["world-clip-teacher"] >= 80.0
-    assert top1["uta-student"] >= 0.9 * top1["world-clip-teacher"]
-    assert top1["uta-student"] > top1["mim-student"] + 15
-    assert top1["mim-student"] < top1["uta-mim-student"] <= top1["world-clip-teacher"]
-    assert top1["uta-student-cft"] > top1["uta-student"] + 3  # the dagger effect on IN-1K; measured +7.25 (seed 0)
-
-    def mean_recall(backbone):
-        found = [v for r in records if r["backbone"] == backbone and r["task"] == "retrieval"
-                 for v in r["metrics"].values()]
-        assert len(found) == 12
-        return sum(found) / len(found)
-    assert mean_recall("world-clip-teacher") > 3 * mean_recall("world-random")  # measured: 24.1 / 3.9
-    assert mean_recall("uta-student-cft") > mean_recall("uta-student")  # measured: 23.1 / 20.8
-    for record in (r for r in records if r["backbone"] == "world-clip-teacher" and r["task"] == "retrieval"):
-        chance = 100 / {"flickr30k": 100, "coco": 150}[record["dataset"]]  # one image of the world's test split
-        assert record["metrics"]["image_r1"] > 3 * chance, record  # measured: 8.6 and 4.8 (7-9x chance)
-    finetuned = {r["backbone"]: r["metrics"]["top1"] for r in records if r["task"] == "finetune-classification"}
-    assert finetuned.keys() == {"uta-student", "mim-student", "fd-student", "uta-mim-student", "world-random"}
-    assert finetuned["uta-student"] > finetuned["world-random"] + 30  # measured: 63.0 / 11.0
-    assert finetuned["uta-student"] > finetuned["mim-student"] + 5  # measured: 63.0 / 40.25
+    # the claims (utabench/harness/claims.py, the thresholds and the figures measured on seed 0 with them) that a run
+    # without the dense random-init baseline speaks to: the dense ones are not run yet
+    closing = [line for line in run.stdout.splitlines() if line.startswith("claims: ")]
+    assert closing == ["claims: 17 PASS, 0 FAIL, 5 not run (each with its figures: utabench claims --results "
+                       f"{results})"], run.stdout[-3000:]
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 4 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
     assert all(0 < r["metrics"]["overall"] <= 100 and r["metrics"]["parse_failures"] == 0 for r in llava)
-    overall = {r["backbone"]: r["metrics"]["overall"] for r in llava}
-    print(overall)
-    # measured (world seed 0, the AVX2-only VM): teacher 84.6, UTA 86.6, UTA-dagger 89.9, random init 63.7
-    assert min(overall[b] for b in ("world-clip-teacher", "uta-student", "uta-student-cft")) > overall["world-random"] + 10
     for table in ("### Table 1", "### Table 2", "### Table 3", "### Table 4", "### Table 5", "### Table 6",
                   "### Table 7", "### Table 8"):
         assert table in run.stdout
@@ -133,8 +110,9 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
                              "--format", "csv"], capture_output=True, text=True, timeout=120)
     assert tables.returncode == 0 and tables.stdout.startswith("table,backbone")
     rows = list(csv.DictReader(io.StringIO(tables.stdout.split("\n\n")[0])))
-    dense = {(row["backbone"], row["column"]): float(row["ours"]) for row in rows
-             if row["table"] in ("4", "5") and row["column"] not in ("IN-1K ZS", "IN-1K FT") and row["ours"]}
-    print(dense)
+    dense = {(row["backbone"], row["column"]) for row in rows if row["table"] in ("4", "5") and row["ours"]}
     for column in ("COCO APbox", "COCO APmask", "LVIS APbox", "LVIS APmask", "ADE20K mIoU"):
-        assert dense[("uta-student", column)] > dense[("uta-world-random", column)] + 3, column
+        assert {("uta-student", column), ("uta-world-random", column)} <= dense, column
+    verdicts = check(results)  # every claim, now with the dense baseline
+    print("\n".join(verdict.line() for verdict in verdicts))
+    assert len(verdicts) == 22 and {verdict.status for verdict in verdicts} == {PASS}

@@ -5,6 +5,10 @@ Times are kept in `<cache>/stage-times.json` by stage key (a job's backbone, tas
 backbone and objective; the world), written atomically after each stage. A stage this machine has not run yet takes
 its estimate from `configs/embedded-stage-times.json` (the embedded default's stages, measured on 2 CPU cores), else
 it has none ("est. ?").
+
+The bundled times are scaled to the machine at hand: by the stages it has already run (their times over the bundled
+ones, once they add up to CALIBRATED_AFTER seconds of bundled time), and before that by `probe`, a fixed second of
+training on one thread, measured once per cache against the same probe on the machine of the bundled times.
 """
 
 from __future__ import annotations
@@ -18,6 +22,31 @@ from utabench.core.configfile import bundled_config
 from utabench.core.io import atomic_write_json
 
 REFERENCE_TIMES = "embedded-stage-times.json"
+PROBE = "machine:probe"  # the key of `probe()`'s seconds, here and in the bundled times
+CALIBRATED_AFTER = 30.0  # seconds of bundled time this machine has run before its own ratio replaces the probe's
+
+
+def probe() -> float:
+    """Seconds of a fixed small training workload on one thread (a 4-block transformer of width 192 on 8 x 65
+    tokens, 4 AdamW steps; the best of 3): how fast this machine trains the embedded world's tiny models."""
+    import torch
+
+    from utabench.core.threads import cpu_threads
+
+    with cpu_threads(1), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        block = torch.nn.TransformerEncoderLayer(192, 3, 768, batch_first=True, norm_first=True)
+        model = torch.nn.TransformerEncoder(block, 4, enable_nested_tensor=False)
+        tokens, optimizer = torch.randn(8, 65, 192), torch.optim.AdamW(model.parameters())
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(4):
+                model(tokens).square().mean().backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _read_times(path: Path) -> Dict[str, float]:
@@ -44,7 +73,23 @@ class Progress:
         self.started = time.perf_counter()
 
     def estimate(self, key: str) -> Optional[float]:
-        return self.times.get(key, self.reference.get(key))
+        """What the stage took here last time, else its bundled time scaled to this machine, else None."""
+        if key in self.times:
+            return self.times[key]
+        return self.reference[key] * self.scale() if key in self.reference else None
+
+    def scale(self) -> float:
+        """This machine's time for a bundled stage over the bundled time: from the bundled stages it has run, else
+        from the probe (measured once, by the main process, which keeps the times; 1 without either)."""
+        ran = [key for key in self.times if key in self.reference and key != PROBE and self.reference[key] > 0]
+        bundled = sum(self.reference[key] for key in ran)
+        if bundled >= CALIBRATED_AFTER:
+            return sum(self.times[key] for key in ran) / bundled
+        if PROBE not in self.reference or (PROBE not in self.times and self.path is None):
+            return 1.0
+        if PROBE not in self.times:
+            self.record({PROBE: probe()})
+        return self.times[PROBE] / self.reference[PROBE]
 
     def start(self, key: str, label: str, after: Iterable[str] = ()) -> float:
         """Print the stage's line (`after`: the keys of the stages still to come, for the time left); returns the
@@ -67,7 +112,7 @@ class Progress:
 
     def record(self, times: Dict[str, float]) -> None:
         """Keep stages' times in seconds (measured here or by a worker process)."""
-        self.times.update({key: round(seconds, 2) for key, seconds in times.items()})
+        self.times.update({key: round(seconds, 4 if key == PROBE else 2) for key, seconds in times.items()})
         if self.path is not None and times:
             atomic_write_json(self.path, self.times)
 

@@ -16,6 +16,12 @@ from utabench.core.registry import Registry
 Column = Tuple[str, str, Tuple[str, ...], str]
 
 
+EMBEDDED_FILL = ("`utabench run-all` fills it on the embedded world; on real data, a run config with its tasks "
+                 "(`utabench run-all --config my.yaml`)")
+PAPER_FILL = ("`utabench run-all` fills it on the embedded world; `utabench run-all --config "
+              "utabench/configs/paper.yaml` on the real sets with the released weights")
+
+
 @dataclass(frozen=True)
 class TableSpec:
     number: int
@@ -29,6 +35,7 @@ class TableSpec:
     formats: Dict[str, str] = field(default_factory=dict)  # column -> format, for `rows` tables
     published_note: str = ""  # what the published table needs said beside it
     footnote: str = ""  # the paper's note on its marks (†, ‡), printed under the table where a mark is shown
+    fill: str = EMBEDDED_FILL  # what gives the table its rows, said where it has none yet
 
 
 TABLES: Registry = Registry("table", "tables")

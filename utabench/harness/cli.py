@@ -1,4 +1,4 @@
-"""The `utabench` command line: list, run, run-all, status, report, tables, pretrain, masks.
+"""The `utabench` command line: list, run, run-all, status, report, tables, claims, pretrain, masks.
 
 `utabench run TASK` has the flags every run has (backbone, dataset, settings) plus those made from the task's own
 options schema and its dataset types' schemas, so `utabench run detection --help` lists what detection takes.
@@ -142,12 +142,18 @@ def _add_tables(sub) -> None:
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
 
 
+def _add_claims(sub) -> None:
+    claims = sub.add_parser("claims", help="check the paper's claims in miniature on a results directory: one line "
+                            "each (PASS / FAIL / not run) with its figures and margin; exit 1 if any fails")
+    claims.add_argument("--results", default=DEFAULT_RESULTS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser, with a `run` sub-command per registered task (the registries must be filled: `load_all`)."""
     parser = Parser(prog="utabench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered backbone families, tasks, dataset types and tables")
-    for add in (_add_run, _add_run_all, _add_status, _add_report, _add_pretrain, _add_masks, _add_tables):
+    for add in (_add_run, _add_run_all, _add_status, _add_report, _add_pretrain, _add_masks, _add_tables, _add_claims):
         add(sub)
     return parser
 

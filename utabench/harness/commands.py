@@ -177,6 +177,8 @@ def run_all(args, cells=None, pretrain_only: bool = False) -> int:
     (only `cells`, when given: what a launched job runs), then print the tables."""
     import torch
 
+    from utabench.harness.claims import check as check_claims
+    from utabench.harness.claims import summary as claims_summary
     from utabench.harness.parallel import auto_parallel, run_parallel
     from utabench.harness.report import write_report
     from utabench.harness.store import load_results
@@ -197,6 +199,7 @@ def run_all(args, cells=None, pretrain_only: bool = False) -> int:
         print()
         print(render(load_results(results), "markdown", with_paper=False))
         report = write_report(results, results / "report.html")
+        print(f"{claims_summary(check_claims(results))} (each with its figures: utabench claims --results {results})")
         counts = Counter(row["status"].split(" (")[0] for row in summary)
         print(f"run-all done in {progress.elapsed()}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
               + f" (of {len(summary)} jobs); records in {results}/; report: {report}")
@@ -236,6 +239,19 @@ def cmd_tables(args) -> int:
                             "or pass --results DIR")
     sys.stdout.write(render(load_results(args.results), args.format, args.table, with_paper=not args.no_paper))
     return 0
+
+
+def cmd_claims(args) -> int:
+    from utabench.harness.claims import FAIL, check, summary
+
+    if not Path(args.results).is_dir():
+        raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
+                            "or pass --results DIR")
+    verdicts = check(args.results)
+    for verdict in verdicts:
+        print(verdict.line())
+    print(summary(verdicts))
+    return 1 if any(v.status == FAIL for v in verdicts) else 0
 
 
 def cmd_pretrain(args) -> int:
@@ -284,4 +300,4 @@ def cmd_masks(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "run-all": cmd_run_all, "status": cmd_status, "report": cmd_report,
-            "tables": cmd_tables, "pretrain": cmd_pretrain, "masks": cmd_masks}
+            "tables": cmd_tables, "claims": cmd_claims, "pretrain": cmd_pretrain, "masks": cmd_masks}

@@ -99,7 +99,7 @@ def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
     out: List[Block] = []
     notes = []
     if rows.empty:
-        out.append("(no results for this table yet)")
+        out.append(f"(no results for this table yet: {spec.fill})")
     else:
         columns = list(dict.fromkeys(rows.column))
         lines = []
@@ -140,7 +140,7 @@ def custom_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = Tru
     rows = custom_rows(records, spec)
     out: List[Block] = []
     if not rows:
-        out.append("(no results for this table yet)")
+        out.append(f"(no results for this table yet: {spec.fill})")
     else:
         def show(key, value):
             if key in spec.formats:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from utabench.core.distributed import StridedBatchSampler, gather_rows
 from utabench.core.errors import NotApplicable
 from utabench.core.registry import TASKS
-from utabench.core.tablespec import TableSpec, register_table
+from utabench.core.tablespec import PAPER_FILL, TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.feature_cache import image_features
@@ -64,4 +64,5 @@ register_table(TableSpec(
     2, "Table 2: zero-shot retrieval, recall (%)", "paper_table2.csv",
     tuple((f"{ds} {side} R@{k}", Retrieval.name, (ds.lower(),), f"{side}_r{k}") for side in ("text", "image")
           for ds in ("Flickr30k", "COCO") for k in KS),
+    fill=PAPER_FILL,
 ))

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from utabench.core.errors import NotApplicable
 from utabench.core.registry import TASKS
-from utabench.core.tablespec import TableSpec, register_table
+from utabench.core.tablespec import PAPER_FILL, TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.feature_cache import image_features
@@ -44,5 +44,5 @@ register_table(TableSpec(
     tuple((label, ZeroShotClassification.name, (dataset,), "top1") for label, dataset in (
         ("IN-1K", "imagenet"), ("IN-A", "imagenet-a"), ("IN-R", "imagenet-r"), ("IN-V2", "imagenet-v2"),
         ("IN-S", "imagenet-sketch"), ("ObjectNet", "objectnet"))),
-    average=True,
+    average=True, fill=PAPER_FILL,
 ))
