@@ -57,19 +57,19 @@ def test_bundled_times_are_scaled_to_the_machine(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(progress, "probe", lambda: calls.append(1) or 1.0)
     here = Progress(tmp_path, lambda _: None)
-    here.reference = {"a": 10.0, "b": 100.0, "c": 20.0, progress.PROBE: 0.5}
-    assert here.estimate("b") == 200.0 and here.estimate("c") == 40.0 and here.estimate("x") is None
+    here.reference = {"job:a": 10.0, "pretrain:b": 150.0, "job:c": 20.0, "world": 200.0, progress.PROBE: 0.5}
+    assert here.estimate("pretrain:b") == 300.0 and here.estimate("job:c") == 40.0 and here.estimate("x") is None
     assert calls == [1] and json.loads((tmp_path / "stage-times.json").read_text()) == {progress.PROBE: 1.0}
-    here.record({"a": 12.0})  # 10 s of bundled time run: not yet enough to replace the probe
-    assert here.estimate("c") == 40.0 and here.estimate("a") == 12.0
-    here.record({"b": 150.0})  # 110 s run in 162 s
-    assert here.estimate("c") == 20.0 * 162.0 / 110.0
+    here.record({"job:a": 12.0, "world": 100.0})  # 10 s of bundled training run, and the world: not enough yet
+    assert here.estimate("job:c") == 40.0 and here.estimate("job:a") == 12.0
+    here.record({"pretrain:b": 150.0})  # 160 s run in 162 s
+    assert here.estimate("job:c") == 20.0 * 162.0 / 160.0
     again = Progress(tmp_path, lambda _: None)
     again.reference = dict(here.reference)
-    assert again.estimate("c") == here.estimate("c") and calls == [1]  # kept in the cache: measured once
+    assert again.estimate("job:c") == here.estimate("job:c") and calls == [1]  # kept in the cache: measured once
     worker = Progress(None, lambda _: None)  # a --parallel worker keeps no times and never probes
     worker.reference = dict(here.reference)
-    assert worker.estimate("b") == 100.0 and calls == [1]
+    assert worker.estimate("pretrain:b") == 150.0 and calls == [1]
 
 
 def test_the_probe_is_a_short_positive_time():

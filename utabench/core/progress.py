@@ -6,9 +6,10 @@ backbone and objective; the world), written atomically after each stage. A stage
 its estimate from `configs/embedded-stage-times.json` (the embedded default's stages, measured on 2 CPU cores), else
 it has none ("est. ?").
 
-The bundled times are scaled to the machine at hand: by the stages it has already run (their times over the bundled
-ones, once they add up to CALIBRATED_AFTER seconds of bundled time), and before that by `probe`, a fixed second of
-training on one thread, measured once per cache against the same probe on the machine of the bundled times.
+The bundled times are scaled to the machine at hand: by the training and evaluation stages it has already run (their
+times over the bundled ones, once they add up to CALIBRATED_AFTER seconds of bundled time; the world's generation is
+other work, numpy and PIL, and is left out), and before that by `probe`, about a second of training on one thread,
+measured once per cache against the same probe on the machine of the bundled times.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from utabench.core.io import atomic_write_json
 
 REFERENCE_TIMES = "embedded-stage-times.json"
 PROBE = "machine:probe"  # the key of `probe()`'s seconds, here and in the bundled times
-CALIBRATED_AFTER = 30.0  # seconds of bundled time this machine has run before its own ratio replaces the probe's
+CALIBRATED_AFTER = 120.0  # seconds of bundled time this machine has run before its own ratio replaces the probe's
+CALIBRATING = ("pretrain:", "job:")  # the stages whose times calibrate: training and evaluation
 
 
 def probe() -> float:
@@ -81,7 +83,8 @@ class Progress:
     def scale(self) -> float:
         """This machine's time for a bundled stage over the bundled time: from the bundled stages it has run, else
         from the probe (measured once, by the main process, which keeps the times; 1 without either)."""
-        ran = [key for key in self.times if key in self.reference and key != PROBE and self.reference[key] > 0]
+        ran = [key for key in self.times if key in self.reference and key.startswith(CALIBRATING)
+               and self.reference[key] > 0]
         bundled = sum(self.reference[key] for key in ran)
         if bundled >= CALIBRATED_AFTER:
             return sum(self.times[key] for key in ran) / bundled
