@@ -360,3 +360,17 @@ def test_a_broken_symlink_is_counted_as_a_skipped_image(tmp_path, world):
     entries = len(list((tmp_path / "folder").glob("*/*")))
     assert record["provenance.dataset.skipped_images"] == 1
     assert record["provenance.dataset.num_images"] == entries - 1
+
+
+def test_a_name_that_shares_a_record_file_with_another_is_refused(tmp_path, world, capsys):
+    """`clip tiny` and, in a later run, `clip/tiny` map to one folder: the second is refused, not skipped as done."""
+    common = ["--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "cache"), "--no-feature-cache"]
+    assert main(_run("zeroshot-classification", _folder(world), "--name", "clip tiny", *common)) == 0
+    record = next((tmp_path / "r").rglob("*.json"))
+    before = record.read_text()
+    capsys.readouterr()
+    assert main(_run("zeroshot-classification", _folder(world), "--name", "clip/tiny", *common)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the record of backbone 'clip tiny', which is stored under the same file name as " \
+        "backbone 'clip/tiny'" in err[0], err
+    assert record.read_text() == before

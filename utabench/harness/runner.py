@@ -17,12 +17,12 @@ from typing import Any, Callable, Dict, List, Optional
 from utabench.backbones.factory import build_backbone, parse_backbone_spec
 from utabench.core.context import RunContext
 from utabench.core.distributed import barrier, broadcast
-from utabench.core.errors import NotApplicable
+from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.fingerprint import fingerprint
 from utabench.core.progress import Progress
 from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
-from utabench.harness.store import RecordLock, cell_name, is_done, record_path, write_record
+from utabench.harness.store import RecordLock, cell_name, is_done, read_record, record_path, write_record
 
 CHEAP_TASKS = ("zeroshot-classification", "retrieval")  # evaluation only, seconds to minutes a dataset; the rest train
 
@@ -57,8 +57,23 @@ def plan_jobs(backbones: List[Any], tasks: Dict[str, List[Dict[str, Any]]], resu
                 if "backbones" in dataset and spec.key not in dataset["backbones"]:
                     continue  # the dataset entry names the backbones it runs for
                 path = record_path(results, spec.key, task, dataset["name"])
+                _same_names(path, spec.key, dataset["name"])
                 jobs.append(Job(entry, spec.key, paper, pretrain, task, dataset, path))
     return jobs
+
+
+def _same_names(path: Path, backbone: str, dataset: str) -> None:
+    """Refuse a job whose record file holds another backbone's or dataset's record (two names that map to one
+    file name, `a b` and `a_b`): it would be skipped as done, or overwrite the other's."""
+    record = read_record(path) if path.is_file() else None
+    if not record:
+        return
+    for what, ours in (("backbone", backbone), ("dataset", dataset)):
+        theirs = record.get(what)
+        if isinstance(theirs, str) and theirs != ours:
+            raise UtabenchError(f"{path} holds the record of {what} {theirs!r}, which is stored under the same file "
+                                f"name as {what} {ours!r}; give {ours!r} a name that differs in letters, digits, '.', "
+                                "'_' or '-', or use another results directory")
 
 
 def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float) -> Dict:
