@@ -3,8 +3,9 @@ the slow end-to-end test all call `check`, so the thresholds live here and nowhe
 
 Each claim finds its backbones by what the records say they are, not by name: the teacher is the backbone utabench
 pretrained with objective `clip`, the students those of `uta`, `mim`, `fd`, `uta+mim` (outside the Table 7 / 8
-ablation configs), UTA† the `clip-ft` one, and "random init" the best of the backbones evaluated without weights
-on the same task and dataset (the strictest control). A claim whose records are missing is `not run`; one that the
+ablation configs), UTA† the `clip-ft` one (where a results directory has several of one objective, the first by
+name), and "random init" the best of the backbones evaluated without weights on the same task and dataset (the
+strictest control). A claim whose records are missing is `not run`; one that the
 records contradict is FAIL, with the figures and the margin (how far the figure is past its bar; negative: short).
 Block-R's uniformity needs no records: it is measured on the mask generator itself (paper Fig. 3).
 """
