@@ -7,7 +7,7 @@ import json
 
 from utabench.harness.claims import FAIL, NOT_RUN, PASS, check
 from utabench.harness.cli import main
-from utabench.harness.store import record_path, write_record
+from utabench.harness.store import load_results, record_path, write_record
 
 # world seed 0 on the AVX2-only VM (README): backbone -> objective, and the figures of each task
 OBJECTIVES = {"teacher": "clip", "uta": "uta", "mim": "mim", "fd": "fd", "uta-mim": "uta+mim", "uta-cft": "clip-ft"}
@@ -52,7 +52,7 @@ def _results(tmp_path, **changes):
 
 def test_every_claim_passes_on_a_measured_run(tmp_path, capsys):
     results = _results(tmp_path)
-    verdicts = check(results)
+    verdicts = check(load_results(results))
     assert {v.status for v in verdicts} == {PASS}, [v.line() for v in verdicts if v.status != PASS]
     assert len(verdicts) == 22
     assert main(["claims", "--results", str(results)]) == 0
@@ -79,7 +79,7 @@ def test_a_mim_student_above_uta_fails_its_claim_and_exits_1(tmp_path, capsys):
 def test_claims_without_their_records_are_not_run(tmp_path, capsys):
     results = tmp_path / "results"
     _write(results, "teacher", "zeroshot-classification", "imagenet", {"top1": 89.5})
-    verdicts = {v.claim: v.status for v in check(results)}
+    verdicts = {v.claim: v.status for v in check(load_results(results))}
     assert verdicts["teacher zero-shot"] == PASS and verdicts["Block-R masking uniform"] == PASS
     assert verdicts["UTA >= 90% of teacher"] == NOT_RUN and verdicts["coco box_ap: UTA over random init"] == NOT_RUN
     assert FAIL not in verdicts.values()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from utabench.harness.claims import PASS, check
+from utabench.harness.store import load_results
 from utabench.world import ensure_world, generate_world
 
 CONFIGS = Path(__file__).resolve().parents[1] / "utabench" / "configs"
@@ -113,6 +114,6 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     dense = {(row["backbone"], row["column"]) for row in rows if row["table"] in ("4", "5") and row["ours"]}
     for column in ("COCO APbox", "COCO APmask", "LVIS APbox", "LVIS APmask", "ADE20K mIoU"):
         assert {("uta-student", column), ("uta-world-random", column)} <= dense, column
-    verdicts = check(results)  # every claim, now with the dense baseline
+    verdicts = check(load_results(results))  # every claim, now with the dense baseline
     print("\n".join(verdict.line() for verdict in verdicts))
     assert len(verdicts) == 22 and {verdict.status for verdict in verdicts} == {PASS}

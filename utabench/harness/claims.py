@@ -13,12 +13,9 @@ Block-R's uniformity needs no records: it is measured on the mask generator itse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pandas as pd
-
-from utabench.harness.store import load_results
 
 TEACHER_MIN_TOP1 = 80.0  # the world teacher's IN-1K zero-shot top-1 (10 classes: chance 10)
 TEACHER_RECALL_OVER_RANDOM = 3.0  # mean retrieval recall, times the best random init's
@@ -72,18 +69,15 @@ class Records:
             hits = hits[hits["pretrain.objective"].isna()]
         return sorted(set(hits.backbone))
 
-    def metric(self, backbone: str, task: str, dataset_type: str, metric: str) -> Optional[float]:
-        hit = self.done[(self.done.backbone == backbone) & (self.done.task == task)
-                        & (self.done.dataset_type == dataset_type)]
-        column = f"metrics.{metric}"
-        if hit.empty or column not in hit or pd.isna(hit.iloc[0][column]):
-            return None
-        return float(hit.iloc[0][column])
-
     def field(self, backbone: str, task: str, dataset_type: str, name: str):
+        """A field of the complete record of (backbone, task, dataset type); None without one."""
         hit = self.done[(self.done.backbone == backbone) & (self.done.task == task)
                         & (self.done.dataset_type == dataset_type)]
-        return None if hit.empty or name not in hit else hit.iloc[0][name]
+        return None if hit.empty or name not in hit or pd.isna(hit.iloc[0][name]) else hit.iloc[0][name]
+
+    def metric(self, backbone: str, task: str, dataset_type: str, metric: str) -> Optional[float]:
+        value = self.field(backbone, task, dataset_type, f"metrics.{metric}")
+        return None if value is None else float(value)
 
     def mean_recall(self, backbone: str) -> Optional[float]:
         hits = self.done[(self.done.backbone == backbone) & (self.done.task == "retrieval")]
@@ -99,14 +93,16 @@ class Records:
 
 
 def _bar(claim: str, what: str, value: Optional[float], bar: Optional[float], bar_text: str,
-         missing: str = "no record to compare it with") -> Verdict:
-    """PASS when `value` clears `bar` (`bar_text` says how, `>` or `>=`); `not run` without either, saying which."""
+         missing: str = "no record to compare it with", at_least: bool = False) -> Verdict:
+    """PASS when `value` is above `bar` (`at_least`: or equal; `bar_text` says what the bar is); `not run` without
+    either, saying which."""
     if value is None:
         return Verdict(claim, NOT_RUN, f"{what}: no record")
     if bar is None:
         return Verdict(claim, NOT_RUN, f"{what} {value:.2f}: {missing}")
-    status = PASS if value > bar or (bar_text.startswith(">=") and value >= bar) else FAIL
-    return Verdict(claim, status, f"{what} {value:.2f} {bar_text} = {bar:.2f} (margin {value - bar:+.2f})")
+    status = PASS if value > bar or (at_least and value == bar) else FAIL
+    return Verdict(claim, status, f"{what} {value:.2f} {'>=' if at_least else '>'} {bar_text} = {bar:.2f} (margin "
+                   f"{value - bar:+.2f})")
 
 
 def _one(records: Records, objective: str) -> Optional[str]:
@@ -122,20 +118,20 @@ def _teacher_learned(r: Records) -> List[Verdict]:
     teacher = _one(r, "clip")
     top1 = r.metric(teacher, "zeroshot-classification", "imagenet", "top1") if teacher else None
     out = [_bar("teacher zero-shot", f"{teacher} IN-1K zero-shot top-1", top1, TEACHER_MIN_TOP1,
-                f">= {TEACHER_MIN_TOP1:g}")]
+                f"{TEACHER_MIN_TOP1:g}", at_least=True)]
     random = [(r.mean_recall(b), b) for b in r.random_init()]
     random = max([item for item in random if item[0] is not None], default=None)
     recall = r.mean_recall(teacher) if teacher else None
     out.append(_bar("teacher retrieval", f"{teacher} mean retrieval recall", recall,
                     random and TEACHER_RECALL_OVER_RANDOM * random[0],
-                    f"> {TEACHER_RECALL_OVER_RANDOM:g} x {random[1]}'s {random[0]:.2f}" if random else ""))
+                    f"{TEACHER_RECALL_OVER_RANDOM:g} x {random[1]}'s {random[0]:.2f}" if random else ""))
     for kind in ("flickr30k", "coco"):
         images = r.field(teacher, "retrieval", kind, "provenance.dataset.num_images") if teacher else None
         r1 = r.metric(teacher, "retrieval", kind, "image_r1") if teacher else None
         chance = 100.0 / float(images) if images else None
         out.append(_bar(f"teacher {kind} image R@1", f"{teacher} image R@1", r1,
                         chance and TEACHER_IMAGE_R1_OVER_CHANCE * chance,
-                        f"> {TEACHER_IMAGE_R1_OVER_CHANCE:g} x chance {chance:.2f}" if chance else ""))
+                        f"{TEACHER_IMAGE_R1_OVER_CHANCE:g} x chance {chance:.2f}" if chance else ""))
     return out
 
 
@@ -144,9 +140,9 @@ def _students(r: Records) -> List[Verdict]:
     zs = {b: r.metric(b, "zeroshot-classification", "imagenet", "top1") for b in (teacher, uta, mim) if b}
     out = [_bar("UTA >= 90% of teacher", f"{uta} zero-shot top-1", zs.get(uta),
                 zs.get(teacher) and UTA_SHARE_OF_TEACHER * zs[teacher],
-                f">= {UTA_SHARE_OF_TEACHER:g} x {teacher}'s {zs.get(teacher) or 0:.2f}"),
+                f"{UTA_SHARE_OF_TEACHER:g} x {teacher}'s {zs.get(teacher) or 0:.2f}", at_least=True),
            _bar("MIM far under UTA", f"{uta} zero-shot top-1", zs.get(uta),
-                _plus(zs.get(mim), MIM_BELOW_UTA), f"> {mim}'s {zs.get(mim) or 0:.2f} + {MIM_BELOW_UTA:g}")]
+                _plus(zs.get(mim), MIM_BELOW_UTA), f"{mim}'s {zs.get(mim) or 0:.2f} + {MIM_BELOW_UTA:g}")]
     both = _one(r, "uta+mim")
     mixed = r.metric(both, "zeroshot-classification", "imagenet", "top1") if both else None
     if None in (mixed, zs.get(mim), zs.get(teacher)):
@@ -179,9 +175,9 @@ def _dagger(r: Records) -> List[Verdict]:
     recall = {b: r.mean_recall(b) for b in (uta, dagger) if b}
     return [_bar("UTA† above UTA (zero-shot)", f"{dagger} zero-shot top-1", zs.get(dagger),
                  _plus(zs.get(uta), DAGGER_OVER_UTA),
-                 f"> {uta}'s {zs.get(uta) or 0:.2f} + {DAGGER_OVER_UTA:g}"),
+                 f"{uta}'s {zs.get(uta) or 0:.2f} + {DAGGER_OVER_UTA:g}"),
             _bar("UTA† above UTA (retrieval)", f"{dagger} mean retrieval recall", recall.get(dagger),
-                 recall.get(uta), f"> {uta}'s")]
+                 recall.get(uta), f"{uta}'s")]
 
 
 def _finetuning(r: Records) -> List[Verdict]:
@@ -190,12 +186,12 @@ def _finetuning(r: Records) -> List[Verdict]:
     random = r.best_random("finetune-classification", "imagenet", "top1")
     return [_bar("fine-tuning: UTA over MIM", f"{uta} fine-tuned top-1", ft.get(uta),
                  _plus(ft.get(mim), FT_UTA_OVER_MIM),
-                 f"> {mim}'s {ft.get(mim) or 0:.2f} + {FT_UTA_OVER_MIM:g}"),
+                 f"{mim}'s {ft.get(mim) or 0:.2f} + {FT_UTA_OVER_MIM:g}"),
             _bar("fine-tuning: MIM over random init", f"{mim} fine-tuned top-1", ft.get(mim),
-                 random and random[0], f"> {random[1]}'s" if random else ""),
+                 random and random[0], f"{random[1]}'s" if random else ""),
             _bar("fine-tuning: UTA far over random init", f"{uta} fine-tuned top-1", ft.get(uta),
                  _plus(random and random[0], FT_UTA_OVER_RANDOM),
-                 f"> {random[1]}'s {random[0]:.2f} + {FT_UTA_OVER_RANDOM:g}" if random else "")]
+                 f"{random[1]}'s {random[0]:.2f} + {FT_UTA_OVER_RANDOM:g}" if random else "")]
 
 
 def _dense(r: Records) -> List[Verdict]:
@@ -208,7 +204,7 @@ def _dense(r: Records) -> List[Verdict]:
         out.append(_bar(f"{kind} {metric}: UTA over random init", f"{uta} {metric}",
                         r.metric(uta, task, kind, metric) if uta else None,
                         _plus(random and random[0], DENSE_OVER_RANDOM),
-                        f"> {random[1]}'s {random[0]:.2f} + {DENSE_OVER_RANDOM:g}" if random else "",
+                        f"{random[1]}'s {random[0]:.2f} + {DENSE_OVER_RANDOM:g}" if random else "",
                         "no random-init record to compare it with (run configs/world-dense-random.yaml into the same "
                         "results)"))
     return out
@@ -223,7 +219,7 @@ def _llava(r: Records) -> List[Verdict]:
                         "LLaVA-Bench records for a trained encoder and a random init")]
     return [_bar(f"LLaVA: {b} over random init", f"{b} LLaVA-Bench overall",
                  r.metric(b, "llava-bench", "llava-bench", "overall"), random[0] + LLAVA_OVER_RANDOM,
-                 f"> {random[1]}'s {random[0]:.2f} + {LLAVA_OVER_RANDOM:g}") for b in scored]
+                 f"{random[1]}'s {random[0]:.2f} + {LLAVA_OVER_RANDOM:g}") for b in scored]
 
 
 def _block_r(_: Records) -> List[Verdict]:
@@ -240,9 +236,9 @@ CLAIMS: List[Callable[[Records], List[Verdict]]] = [_teacher_learned, _students,
                                                     _llava, _block_r]
 
 
-def check(results: str | Path) -> List[Verdict]:
-    """Every claim's verdict on the records of `results`."""
-    records = Records(load_results(results))
+def check(frame: pd.DataFrame) -> List[Verdict]:
+    """Every claim's verdict on a results directory's records (`store.load_results`)."""
+    records = Records(frame)
     return [verdict for claim in CLAIMS for verdict in claim(records)]
 
 

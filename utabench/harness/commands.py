@@ -196,10 +196,11 @@ def run_all(args, cells=None, pretrain_only: bool = False) -> int:
             return 0
         summary = _run(args, backbones, cfg.tasks, results, ctx, cells, progress)
     if ctx.dist.is_main and cells is None:
+        records = load_results(results)
         print()
-        print(render(load_results(results), "markdown", with_paper=False))
+        print(render(records, "markdown", with_paper=False))
         report = write_report(results, results / "report.html")
-        print(f"{claims_summary(check_claims(results))} (each with its figures: utabench claims --results {results})")
+        print(f"{claims_summary(check_claims(records))} (each with its figures: utabench claims --results {results})")
         counts = Counter(row["status"].split(" (")[0] for row in summary)
         print(f"run-all done in {progress.elapsed()}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
               + f" (of {len(summary)} jobs); records in {results}/; report: {report}")
@@ -243,11 +244,12 @@ def cmd_tables(args) -> int:
 
 def cmd_claims(args) -> int:
     from utabench.harness.claims import FAIL, check, summary
+    from utabench.harness.store import load_results
 
     if not Path(args.results).is_dir():
         raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
                             "or pass --results DIR")
-    verdicts = check(args.results)
+    verdicts = check(load_results(args.results))
     for verdict in verdicts:
         print(verdict.line())
     print(summary(verdicts))
