@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -75,11 +75,30 @@ class RunContext:
     def device_type(self) -> str:
         return torch.device(self.device).type
 
+    def setup(self) -> Setup:
+        """The evaluation setup these settings give (what `--batch-size`, `--precision`, `--device` control)."""
+        return Setup(self.batch_size * self.dist.world_size, self.precision, self.device_type, self.dist.world_size)
+
     def autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
         return torch.autocast(self.device_type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How one stage of a record's numbers was actually produced (evaluation, or a training stage): the global batch
+    (summed over processes and accumulation steps), precision, device type and number of processes."""
+
+    batch_size: int
+    precision: str
+    device: str
+    world_size: int
+    grad_accum: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def resolve_device(name: str, dist: DistInfo) -> str:

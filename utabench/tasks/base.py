@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
+from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.paths import path_component
 from utabench.core.registry import DATASETS
@@ -32,6 +33,10 @@ class TaskOutput:
     model_seconds: float = 0.0  # wall time of evaluation forward passes (rank 0): what images/s divides by
     train_seconds: float = 0.0  # wall time of the task's own training (fine-tuning, LLaVA stages), if any
     details: Dict[str, Any] = field(default_factory=dict)
+    # how the numbers were made: "evaluation" (None: the run's own settings, RunContext.setup()) and each training
+    # stage the task ran, by name ("finetune", "detector", "stage1", ...), with the batch and precision it trained with
+    evaluation: Optional[Setup] = None
+    training: Dict[str, Setup] = field(default_factory=dict)
     discard: List[Path] = field(default_factory=list)  # training leftovers to delete once the record is written
 
 
