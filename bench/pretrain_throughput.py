@@ -25,7 +25,7 @@ from utabench.harness.plugins import load_all
 from utabench.pretrain.config import build_config
 from utabench.pretrain.flops import step_flops
 from utabench.pretrain.run import build_recipe
-from utabench.pretrain.trainer import param_groups
+from utabench.training.optim import param_groups
 
 
 def measure(objective: str, args, folder: Path) -> dict:

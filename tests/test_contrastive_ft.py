@@ -22,7 +22,7 @@ from utabench.harness.cli import main
 from utabench.pretrain.config import build_config
 from utabench.pretrain.contrastive_ft import ContrastiveFinetuneRecipe, convert_patch_size
 from utabench.pretrain.run import pretrain
-from utabench.pretrain.trainer import Trainer
+from utabench.training.trainer import Trainer
 
 INIT = {"spec": "uta:world", "seed": 1}
 

@@ -20,7 +20,7 @@ from utabench.finetune.data import seeded
 from utabench.finetune.model import Classifier
 from utabench.finetune.recipe import FinetuneRecipe, posterize, train_transform
 from utabench.harness.cli import main
-from utabench.pretrain.trainer import Trainer
+from utabench.training.trainer import Trainer
 
 
 def _samples(world):

@@ -1,6 +1,6 @@
-"""utabench's packages import downward only: core -> backbones / datasets / world -> tasks / pretrain / dense / llava
--> harness. Every import is read from the source (those inside functions too); an upward one fails here, and so does
-a cycle between two packages of one layer."""
+"""utabench's packages import downward only: core -> backbones / datasets / world -> training -> tasks / pretrain /
+dense / llava / finetune -> harness. Every import is read from the source (those inside functions too); an upward one
+fails here, and so does a cycle between two packages of one layer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "utabench"
-LAYERS = {"core": 0, "torchvision_shim": 0, "backbones": 1, "datasets": 1, "world": 1, "tasks": 2, "pretrain": 2,
-          "dense": 2, "llava": 2, "finetune": 2, "harness": 3}
+LAYERS = {"core": 0, "torchvision_shim": 0, "backbones": 1, "datasets": 1, "world": 1, "training": 1.5, "tasks": 2,
+          "pretrain": 2, "dense": 2, "llava": 2, "finetune": 2, "harness": 3}
 
 
 def _package(module: str) -> str:

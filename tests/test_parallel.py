@@ -16,7 +16,8 @@ from utabench.core.errors import UtabenchError
 from utabench.core.threads import cpu_threads
 from utabench.harness.cli import main
 from utabench.harness.parallel import auto_parallel
-from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
+from utabench.pretrain.config import build_config, config_path, read_raw
+from utabench.training.fingerprint import run_fingerprint
 
 COUNTS = {"val": 2, "v2": 1, "sketch": 1, "a": 1, "r": 1, "objectnet": 1, "flickr30k": 6, "coco": 6, "train": 7,
           "pairs": 130, "det_train": 0, "seg_train": 0, "llava_pretrain": 0, "llava_instruct": 0}
@@ -115,7 +116,7 @@ def test_pretraining_threads_are_checked_applied_and_fingerprinted():
     assert unset["threads"] is None
     assert "threads" not in json.dumps(sorted(k for k in unset if unset[k] is not None))
     one, two = build_config({**raw, "threads": 1}), build_config({**raw, "threads": 2})
-    assert len({fingerprint(unset), fingerprint(one), fingerprint(two)}) == 3
+    assert len({run_fingerprint(unset), run_fingerprint(one), run_fingerprint(two)}) == 3
     before = torch.get_num_threads()
     with cpu_threads(1):
         assert torch.get_num_threads() == 1

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from utabench.core.errors import UtabenchError
-from utabench.pretrain.config import fingerprint, load_pretrain_config
+from utabench.pretrain.config import load_pretrain_config
+from utabench.training.fingerprint import run_fingerprint
 
 PRETRAIN = Path(__file__).resolve().parents[1] / "utabench" / "configs" / "pretrain"
 ROWS = {  # file: (table, row, objective, mask type, mask ratio)
@@ -50,7 +51,7 @@ def test_rows_that_are_one_run_share_one_fingerprint():
     """The paper prints some runs twice (Table 6 UTA = Table 7 EVA-01-CLIP = Table 8 ratio 0.4; FD = ratio 0.0):
     they are one training, cached once."""
     def fp(name):
-        return fingerprint(load_pretrain_config(str(PRETRAIN / f"{name}.yaml")))
+        return run_fingerprint(load_pretrain_config(str(PRETRAIN / f"{name}.yaml")))
     assert fp("table6-uta") == fp("table7-eva01-clip-g14") == fp("table8-ratio-0.4")
     assert fp("table6-fd") == fp("table8-ratio-0.0") and fp("table8-ratio-0.5") == fp("table8-block-r")
     assert len({fp(name) for name in ROWS}) == 9

@@ -13,9 +13,9 @@ from utabench.backbones.factory import build_backbone
 from utabench.core.errors import UtabenchError
 from utabench.harness.cli import main
 from utabench.pretrain.config import build_config
-from utabench.pretrain.data import StepSampler
 from utabench.pretrain.run import build_recipe, pretrain
-from utabench.pretrain.trainer import Trainer
+from utabench.training.sampler import StepSampler
+from utabench.training.trainer import Trainer
 
 TEACHER = {"spec": "clip:utabench-clip-world", "seed": 1}
 

@@ -12,7 +12,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from utabench.core.configfile import bundled_config, read_yaml_mapping
 from utabench.core.errors import UtabenchError
 from utabench.core.schema import Schema, validated_dict
-from utabench.pretrain.config import OptimConfig
+from utabench.training.config import OptimConfig
 
 
 class Augment(Schema):

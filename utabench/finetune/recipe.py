@@ -1,6 +1,6 @@
 """The fine-tuning recipe the shared trainer runs, built from timm's pieces: `create_transform` (RandAugment, random
 erasing), `create_optimizer_v2` with layer-wise lr decay, `CosineLRScheduler` (linear warm-up, cosine to min_lr,
-stepped per iteration: `pretrain/schedule.py`), `ModelEmaV3`, `LabelSmoothingCrossEntropy`. The export holds the raw
+stepped per iteration: `training/schedule.py`), `ModelEmaV3`, `LabelSmoothingCrossEntropy`. The export holds the raw
 and the EMA weights."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from timm.utils import ModelEmaV3
 from utabench.core.io import atomic_write
 from utabench.finetune.data import TrainImages
 from utabench.finetune.model import Classifier
-from utabench.pretrain.schedule import warmup_cosine_steps
+from utabench.training.schedule import warmup_cosine_steps
 
 
 def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:

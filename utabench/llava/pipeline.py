@@ -28,7 +28,8 @@ from utabench.llava.encoder import SELECT_FEATURES, EncoderSpec, FrozenEncoder
 from utabench.llava.model import HostedLlava, build, host, llm_dtype, load_tokenizer
 from utabench.llava.projector import build_projector
 from utabench.llava.train import TEMPLATE_OF_STAGE, StageRecipe
-from utabench.pretrain.config import OptimConfig, deep_merge
+from utabench.training.config import OptimConfig, deep_merge
+from utabench.training.fingerprint import run_fingerprint
 
 
 class EncoderConfig(Schema):
@@ -102,11 +103,10 @@ def stage_config(recipe: Dict[str, Any], stage: int, data: Dict[str, str], backb
 
 
 def train_stage(cfg: Dict[str, Any], backbone, out: Path, ctx, log: Callable[[str], None]) -> Path:
-    from utabench.pretrain.config import fingerprint
-    from utabench.pretrain.trainer import Trainer
+    from utabench.training.trainer import Trainer
 
     done = out / "final.json"
-    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint(cfg):
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == run_fingerprint(cfg):
         return out
     log(f"[{backbone.spec.key}] LLaVA stage {cfg['stage']} ({cfg['template']}, {cfg['data']['data']}) into {out}")
     with torch.random.fork_rng(devices=[]):

@@ -29,55 +29,28 @@ with weight decay 0.05, 1 warm-up epoch to 1.5e-3, cosine to 1e-5, mask ratio 0.
 mask reversed with probability 0.5; A.1: the contrastive fine-tuning's temperature 0.01 and layer decay 0.75 for B),
 BEiT's block-wise mask generator's (blocks of at least 16 patches, aspect ratio in [0.3, 1/0.3]) and, where the paper
 says nothing (betas, eps, crop scale), decisions of ours (see `configs/pretrain/uta-b14.yaml`). `steps` /
-`warmup_steps` in `optim` override the epoch counts. The fingerprint covers everything that changes the trained
-weights, so a resume from another configuration's checkpoint is refused.
+`warmup_steps` in `optim` override the epoch counts (`optim` is the shared trainer's, `training/config.py`). The run
+fingerprint (`training/fingerprint.py`) covers everything that changes the trained weights: it keys the cached run,
+and a resume from another configuration's checkpoint is refused.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
-from pydantic import (
-    Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping
 from utabench.core.errors import UtabenchError
-from utabench.core.fingerprint import json_digest
 from utabench.core.schema import Schema, check_keys, validated_dict
 from utabench.pretrain.data import SOURCES
 from utabench.pretrain.masking import MASKS
 from utabench.pretrain.objectives import OBJECTIVES
+from utabench.training.config import OptimConfig, deep_merge
 
-# what does not change the trained weights (so it may differ on resume)
-_RUN_ONLY = ("checkpoint_every", "workers", "teacher_cache", "student.grad_checkpointing", "paper.table", "paper.row")
 Range = Tuple[PositiveFloat, PositiveFloat]
-
-
-class OptimConfig(Schema):
-    """The shared trainer's optimiser and schedule: AdamW, linear warm-up, cosine to `min_lr`."""
-
-    batch_size: PositiveInt = 4096  # global, over all processes and accumulation steps
-    epochs: PositiveFloat = 150
-    steps: Optional[PositiveInt] = None  # overrides `epochs`
-    lr: PositiveFloat = 1.5e-3
-    min_lr: NonNegativeFloat = 1.0e-5
-    warmup_epochs: NonNegativeFloat = 1
-    warmup_steps: Optional[NonNegativeInt] = None  # overrides `warmup_epochs`
-    weight_decay: NonNegativeFloat = 0.05
-    betas: Tuple[float, float] = (0.9, 0.98)
-    eps: PositiveFloat = 1.0e-6
-    clip_grad: Optional[PositiveFloat] = None
-    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
 
 
 class StudentConfig(Schema):
@@ -184,16 +157,6 @@ def check_pretrain_entry(entry: Dict[str, Any], where: str) -> Dict[str, Any]:
     return entry
 
 
-def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def config_path(name: str, relative_to: Optional[Path] = None) -> Path:
     """A pretraining config: a path (relative to the including file, if any) or one of configs/pretrain/."""
     for candidate in ((relative_to / name) if relative_to else None, Path(name), bundled_config(f"pretrain/{name}")):
@@ -238,30 +201,3 @@ def build_config(raw: Dict[str, Any], source: str = "<config>", objective: Optio
 
 def load_pretrain_config(path: str, objective: Optional[str] = None) -> Dict[str, Any]:
     return build_config(read_raw(Path(path)), path, objective)
-
-
-def _flatten(cfg: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def training_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """What the trained weights depend on; `threads` only when a config fixes it (CPU reductions depend on it), so
-    configs without it keep their fingerprints."""
-    return {k: v for k, v in _flatten(cfg).items()
-            if k not in _RUN_ONLY and k != "paper" and not (k == "threads" and v is None)}
-
-
-def fingerprint(cfg: Dict[str, Any]) -> str:
-    return json_digest(training_fields(cfg))
-
-
-def differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
-    fa, fb = training_fields(a), training_fields(b)
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))

@@ -53,8 +53,8 @@ from utabench.core.io import atomic_write, atomic_write_json
 from utabench.pretrain.data import PretrainImages
 from utabench.pretrain.distill import _Normalize, release_text_state
 from utabench.pretrain.recipes import RECIPES
-from utabench.pretrain.schedule import warmup_cosine_steps
 from utabench.pretrain.tokens import MemoTokenizer
+from utabench.training.schedule import warmup_cosine_steps
 
 
 class _Layered(nn.Module):

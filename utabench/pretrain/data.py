@@ -6,9 +6,10 @@ one image (`jpg`/`jpeg`/`png`/`webp`) and, for image-text training, a `txt` capt
 captions of the image, one drawn per epoch). Shards are indexed once (member offsets) and read by seeking, so any
 sample can be fetched at any time.
 
-Order and augmentation are functions of (seed, epoch, index) only: the batch at step s is slice s of a per-epoch
-permutation, each rank takes every world-th sample of it, and each sample draws its crop, flip, caption and mask
-from its own generator. Resuming at step s therefore reproduces the data exactly, with any number of loader workers.
+Order and augmentation are functions of (seed, epoch, index) only: the shared trainer's sampler
+(`training/sampler.py`) gives the batch at step s as (index, epoch) pairs, and each sample draws its crop, flip,
+caption and mask from its own generator. Resuming at step s therefore reproduces the data exactly, with any number
+of loader workers.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import Registry
@@ -203,31 +204,3 @@ class PretrainImages(Dataset):
         if self.mask_fn is not None:
             out["mask"] = torch.from_numpy(self.mask_fn(rng))
         return out
-
-
-class StepSampler(Sampler):
-    """Yields (index, epoch) for this rank's share of global batches `start_step` .. `total_steps - 1`."""
-
-    def __init__(self, num_samples: int, global_batch: int, seed: int, start_step: int, total_steps: int,
-                 rank: int = 0, world_size: int = 1):
-        if global_batch % world_size:
-            raise UtabenchError(f"batch size {global_batch} does not split over {world_size} processes")
-        self.steps_per_epoch = num_samples // global_batch
-        if self.steps_per_epoch < 1:
-            raise UtabenchError(f"the data has {num_samples} images, fewer than one batch of {global_batch}; "
-                                "lower batch_size or add images")
-        self.num_samples, self.global_batch, self.seed = num_samples, global_batch, seed
-        self.start_step, self.total_steps, self.rank, self.world_size = start_step, total_steps, rank, world_size
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step) * (self.global_batch // self.world_size)
-
-    def __iter__(self) -> Iterator[Tuple[int, int]]:
-        epoch, order = -1, None
-        for step in range(self.start_step, self.total_steps):
-            if step // self.steps_per_epoch != epoch:
-                epoch = step // self.steps_per_epoch
-                order = np.random.default_rng([self.seed, 1_000_003, epoch]).permutation(self.num_samples)
-            first = (step % self.steps_per_epoch) * self.global_batch
-            for index in order[first + self.rank: first + self.global_batch: self.world_size]:
-                yield int(index), epoch

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, List, Optional
 from utabench.core.configfile import with_world
 from utabench.core.context import RunContext
 from utabench.core.progress import Progress
-from utabench.pretrain.config import build_config, config_path, fingerprint, read_raw
+from utabench.pretrain.config import build_config, config_path, read_raw
+from utabench.training.fingerprint import run_fingerprint
 
 
 class PretrainedResolver:
@@ -62,7 +63,7 @@ class PretrainedResolver:
         cfg = self.config_for(entry, cached_only=cached_only)
         if cfg is None:
             return None
-        out = self.ctx.cache_dir / "pretrain" / f"{cfg['objective'].replace('+', '-')}-{fingerprint(cfg)}"
+        out = self.ctx.cache_dir / "pretrain" / f"{cfg['objective'].replace('+', '-')}-{run_fingerprint(cfg)}"
         label = entry.get("name") or entry["pretrain"]
         fresh = not (out / "final.json").is_file()
         if fresh and cached_only:

@@ -16,7 +16,7 @@ from utabench.core.threads import cpu_threads
 from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
-from utabench.pretrain.trainer import Trainer, finished_run
+from utabench.training.trainer import Trainer, finished_run
 
 
 def build_recipe(cfg: Dict[str, Any], device: str = "cpu", dist: Optional[DistInfo] = None):

@@ -27,6 +27,7 @@ from utabench.datasets.images import ImageList, dataset_root, list_images
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
 from utabench.tasks.metrics import topk_accuracy
+from utabench.training.fingerprint import run_fingerprint
 
 
 class FinetuneOptions(Schema):
@@ -84,15 +85,14 @@ class FinetuneClassification(Task):
 
     def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any]]:
         from utabench.finetune.recipe import FinetuneRecipe
-        from utabench.pretrain.config import fingerprint
-        from utabench.pretrain.trainer import Trainer, finished_run
+        from utabench.training.trainer import Trainer, finished_run
 
         root, samples = train_samples(data, options["train"])
         listing = hashlib.sha256("\n".join(f"{p.relative_to(root)}:{y}" for p, y in samples).encode()).hexdigest()
         cfg = {**recipe, "backbone": backbone_entry(backbone), "backbone_sha256": backbone.info.weights_sha256,
                "num_classes": len(data.class_ids), "train": {"root": str(root), "images": len(samples),
                                                             "listing": listing}}
-        out = ctx.cache_dir / "finetune" / fingerprint(cfg)
+        out = ctx.cache_dir / "finetune" / run_fingerprint(cfg)
         meta = finished_run(out, cfg)
         if meta is None:
             log = print if ctx.dist.is_main else (lambda _: None)

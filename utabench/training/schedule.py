@@ -1,13 +1,29 @@
-"""timm's warm-up + cosine schedule stepped once per optimiser step, for recipes that bring their own optimiser
-(ImageNet fine-tuning, contrastive fine-tuning). timm's schedulers honour each parameter group's `lr_scale`, which
-is how layer-wise lr decay reaches the optimiser."""
+"""Learning-rate schedules stepped once per optimiser step: the shared trainer's default (`warmup_cosine`, a
+LambdaLR factor: linear warm-up, cosine to `min_lr`) and timm's warm-up + cosine (`warmup_cosine_steps`) for recipes
+that bring their own optimiser (ImageNet fine-tuning, contrastive fine-tuning). timm's schedulers honour each
+parameter group's `lr_scale`, which is how layer-wise lr decay reaches the optimiser."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import math
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 import torch
-from timm.scheduler import CosineLRScheduler
+
+if TYPE_CHECKING:
+    from timm.scheduler import CosineLRScheduler
+
+
+def warmup_cosine(warmup: int, total: int, lr: float, min_lr: float) -> Callable[[int], float]:
+    """Multiplier of `lr` at a step: linear from lr/warmup to lr, then cosine down to min_lr at `total`."""
+    floor = min_lr / lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
 
 
 class StepScheduler:
@@ -35,6 +51,8 @@ class StepScheduler:
 def warmup_cosine_steps(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float,
                         warmup_lr_init: float) -> StepScheduler:
     """Linear warm-up from `warmup_lr_init` over `warmup_steps`, then cosine to `min_lr` at `total_steps`."""
+    from timm.scheduler import CosineLRScheduler
+
     scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=float(min_lr), warmup_t=warmup_steps,
                                   warmup_lr_init=float(warmup_lr_init), t_in_epochs=False)
     return StepScheduler(scheduler, optimizer)

@@ -1,6 +1,6 @@
-"""The training loop shared by every pretraining recipe and LLaVA's two stages: AdamW, linear warm-up then cosine,
-bf16 autocast on GPU, gradient clipping, gradient accumulation (`optim.grad_accum` micro-batches per step), DDP
-under torchrun, progress, checkpoints and exact resume.
+"""The training loop shared by every pretraining recipe, ImageNet fine-tuning and LLaVA's two stages: AdamW, linear
+warm-up then cosine, bf16 autocast on GPU, gradient clipping, gradient accumulation (`optim.grad_accum` micro-batches
+per step), DDP under torchrun, progress, checkpoints and exact resume.
 
 A recipe supplies the trained module, the dataset, the per-batch loss and the export of the finished model. It may
 also supply `collate` (the loader's collate function), `build_optimizer(module)` and `build_scheduler(optimizer,
@@ -8,9 +8,10 @@ warmup_steps, total_steps)` (an object with `step`, `get_last_lr`, `state_dict`,
 with the BEiT weight-decay rule and warm-up + cosine), `after_step(step)` (e.g. an EMA update) and
 `extra_state()` / `load_extra_state(state)` (saved with the checkpoint, e.g. the EMA weights). A
 checkpoint (`checkpoints/step-XXXXXXXX.pt`, written atomically every `checkpoint_every` steps) holds the module,
-optimiser, scheduler, step, RNG states and the configuration; data order is a function of the step (see `data.py`),
+optimiser, scheduler, step, RNG states and the configuration; data order is a function of the step (`sampler.py`),
 so rerunning the same command continues exactly where the last checkpoint left off. A non-finite loss stops the run
-with its step number before anything of that step is saved.
+with its step number before anything of that step is saved. The finished run's `final.json` holds the export's
+metadata, the run fingerprint, the configuration, the step count and the setup it trained with (`setup.py`).
 """
 
 from __future__ import annotations
@@ -21,65 +22,26 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from utabench.core.checkpoint import read_state_dict
+from utabench.core.context import Setup
 from utabench.core.distributed import DistInfo, barrier
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write, atomic_write_json, atomic_write_text
-from utabench.pretrain.config import differences, fingerprint
-from utabench.pretrain.data import StepSampler
+from utabench.training.fingerprint import differences, run_fingerprint
+from utabench.training.optim import fused_adamw, param_groups
+from utabench.training.rng import rng_state, set_rng_state
+from utabench.training.sampler import StepSampler
+from utabench.training.schedule import warmup_cosine
+from utabench.training.setup import setup_record
 
-STATE_FORMAT = "utabench-pretrain-state/1"
-_NO_DECAY = ("cls_token", "pos_embed", "mask_token", "positional_embedding", "logit_scale", "token_embedding")
-
-
-def param_groups(module: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """No weight decay on biases, norms, embeddings and learned tokens (BEiT / EVA convention)."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or any(k in name for k in _NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def fused_adamw(device: torch.device) -> bool:
-    """Whether torch has a fused AdamW kernel for the device (CUDA; CPU from torch 2.4). One kernel over every
-    parameter: on 2 CPU cores it steps the world teacher's 3.7 M parameters in 2.4 ms where the default takes 21.6."""
-    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return device.type == "cuda" or (device.type == "cpu" and version >= (2, 4))
-
-
-def warmup_cosine(warmup: int, total: int, lr: float, min_lr: float) -> Callable[[int], float]:
-    """Multiplier of `lr` at a step: linear from lr/warmup to lr, then cosine down to min_lr at `total`."""
-    floor = min_lr / lr
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+STATE_FORMAT = "utabench-pretrain-state/1"  # the format name every checkpoint so far carries, whatever it trained
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -102,7 +64,7 @@ def finished_run(out_dir: Path, cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]
     done = Path(out_dir) / "final.json"
     if done.is_file():
         meta = json.loads(done.read_text())
-        if meta.get("fingerprint") == fingerprint(cfg):
+        if meta.get("fingerprint") == run_fingerprint(cfg):
             return meta
     return None
 
@@ -122,7 +84,7 @@ class Trainer:
         if precision == "auto":
             precision = "amp_bf16" if self.device.type == "cuda" else "fp32"
         if precision not in ("fp32", "amp_bf16"):
-            raise UtabenchError(f"pretraining precision {precision!r}: choose auto, fp32 or amp_bf16")
+            raise UtabenchError(f"training precision {precision!r}: choose auto, fp32 or amp_bf16")
         self.precision = precision
         optim = cfg["optim"]
         self.global_batch = int(optim["batch_size"])
@@ -138,6 +100,10 @@ class Trainer:
         self.warmup_steps = int(optim.get("warmup_steps") or round(optim["warmup_epochs"] * self.steps_per_epoch))
         self.warmup_steps = min(max(1, self.warmup_steps), self.total_steps)
 
+    def setup(self) -> Setup:
+        """How this run trains: the global batch, the resolved precision, device type, processes, accumulation."""
+        return Setup(self.global_batch, self.precision, self.device.type, self.dist.world_size, self.grad_accum)
+
     # ---------------------------------------------------------------------------------------------------------
     def _autocast(self):
         if self.precision == "amp_bf16":
@@ -145,9 +111,9 @@ class Trainer:
         return torch.autocast(self.device.type, enabled=False)
 
     def _checkpoint_state(self, step: int) -> Dict[str, Any]:
-        return {"format": STATE_FORMAT, "config": self.cfg, "fingerprint": fingerprint(self.cfg), "step": step,
+        return {"format": STATE_FORMAT, "config": self.cfg, "fingerprint": run_fingerprint(self.cfg), "step": step,
                 "model": self.recipe.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.device),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.device),
                 "world_size": self.dist.world_size,
                 **({"extra": self.recipe.extra_state()} if hasattr(self.recipe, "extra_state") else {})}
 
@@ -164,7 +130,7 @@ class Trainer:
     def _resume(self, path: Path) -> int:
         state = read_state_dict(str(path), raw=True)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise UtabenchError(f"{path} is not a utabench pretraining checkpoint (no `{STATE_FORMAT}` state)")
+            raise UtabenchError(f"{path} is not a utabench training checkpoint (no `{STATE_FORMAT}` state)")
         changed = differences(state["config"], self.cfg)
         if changed:
             raise UtabenchError(f"cannot resume from {path}: it was written by another configuration (differs in "
@@ -177,7 +143,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if hasattr(self.recipe, "load_extra_state"):
             self.recipe.load_extra_state(state["extra"])
-        _set_rng_state(state["rng"], self.device)
+        set_rng_state(state["rng"], self.device)
         return int(state["step"])
 
     def _loader(self, start: int) -> DataLoader:
@@ -225,14 +191,13 @@ class Trainer:
         barrier(self.dist)
         meta = self.recipe.export(self.out_dir, steps=self.total_steps) if self.dist.is_main else None
         if self.dist.is_main:
-            meta.update({"fingerprint": fingerprint(self.cfg), "config": self.cfg, "steps": self.total_steps})
+            meta.update({"fingerprint": run_fingerprint(self.cfg), "config": self.cfg, "steps": self.total_steps,
+                         **setup_record(self.setup())})
             atomic_write_json(done, meta, indent=1)
         barrier(self.dist)
         return done
 
     def _train(self, model: nn.Module, start: int) -> None:
-        from tqdm import tqdm
-
         clip = self.cfg["optim"].get("clip_grad")
         every = int(self.cfg["checkpoint_every"])
         bar = tqdm(total=self.total_steps, initial=start, disable=not (self.progress and self.dist.is_main),
