@@ -2,7 +2,8 @@
 
 A backbone gives: the eval image transform, `encode_image` into the joint image-text space, `tokenize` and
 `encode_text` where a text tower exists, per-token features of chosen blocks, per-token features in the joint
-space (what a pretraining teacher gives), and metadata.
+space (what a pretraining teacher gives), the trunk of its ViT image tower for dense prediction and fine-tuning
+(`vision_trunk`, see trunk.py), and metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
+from utabench.backbones.trunk import Trunk
 from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.schema import Schema
 
@@ -96,8 +98,13 @@ class Backbone(nn.Module):
         raise NotApplicable(f"{self.spec.key} gives no per-token features in a joint image-text space")
 
     def vision_tower(self) -> nn.Module:
-        """The ViT image tower itself (timm `Eva` or open_clip `VisionTransformer`), for dense prediction."""
-        raise NotApplicable(f"{self.spec.key} has no ViT image tower, so it cannot give dense features")
+        """The ViT image tower itself (the module the backbone runs)."""
+        raise NotApplicable(f"{self.spec.key} has no ViT image tower")
+
+    def vision_trunk(self) -> Trunk:
+        """The `Trunk` of a trainable copy of the ViT image tower: what dense prediction and fine-tuning run (the
+        backbone itself stays as it is)."""
+        raise NotApplicable(f"{self.spec.key} has no ViT image tower")
 
     def text_state(self) -> Dict[str, torch.Tensor]:
         """The tensors that determine `encode_text`; fingerprinted for the text-classifier cache."""
@@ -147,3 +154,23 @@ def count_params(*modules: nn.Module) -> int:
 
 def resolve_blocks(blocks: Sequence[int], depth: int) -> List[int]:
     return [b % depth for b in blocks]
+
+
+def open_trunk(backbone: Backbone, purpose: str) -> Trunk:
+    """`backbone.vision_trunk()`, refused in one line (naming `purpose`) where there is none or where it does not
+    have the shape the backbone's info gives (what the dense necks and the fine-tuning head are sized by)."""
+    key = backbone.spec.key
+    try:
+        trunk = backbone.vision_trunk()
+    except NotApplicable as exc:
+        raise UtabenchError(f"{key} cannot {purpose}: {exc}") from None
+    if not isinstance(trunk, Trunk):
+        raise UtabenchError(f"{key} cannot {purpose}: its vision_trunk() gives a {type(trunk).__name__}, not a "
+                            "utabench.backbones.trunk.Trunk")
+    info = backbone.info
+    wrong = [f"{what} {mine} (its info says {said})" for what, mine, said in (
+        ("patch size", trunk.patch_size, info.patch_size), ("width", trunk.width, info.width),
+        ("depth", trunk.depth, info.depth)) if mine != said]
+    if wrong:
+        raise UtabenchError(f"{key} cannot {purpose}: its tower has {', '.join(wrong)}")
+    return trunk

@@ -14,6 +14,7 @@ added to open_clip's registry.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -23,6 +24,9 @@ import open_clip
 import torch
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
+from utabench.backbones.trunk import Trunk
+from utabench.backbones.trunk_clip import ClipTrunk
+from utabench.backbones.trunk_eva import EvaTrunk
 from utabench.core.checkpoint import is_torchscript, load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import file_sha256
@@ -187,6 +191,10 @@ class OpenClipBackbone(Backbone):
     def vision_tower(self) -> torch.nn.Module:
         visual = self.model.visual
         return visual.trunk if hasattr(visual, "trunk") else visual
+
+    def vision_trunk(self) -> Trunk:
+        tower = copy.deepcopy(self.vision_tower())
+        return EvaTrunk(tower) if hasattr(self.model.visual, "trunk") else ClipTrunk(tower)
 
     def joint_tokens(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.model.visual

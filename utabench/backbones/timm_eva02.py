@@ -6,6 +6,7 @@ applicable (the ‡ entries of the paper's Table 4).
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Callable, List, Sequence
 
@@ -15,6 +16,7 @@ import torch
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, count_params, resolve_blocks
 from utabench.backbones.openclip import ClipOptions, OpenClipBackbone
+from utabench.backbones.trunk_eva import EvaTrunk
 from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import file_sha256
@@ -55,6 +57,9 @@ class TimmImageBackbone(Backbone):
 
     def vision_tower(self) -> torch.nn.Module:
         return self.trunk
+
+    def vision_trunk(self) -> EvaTrunk:
+        return EvaTrunk(copy.deepcopy(self.trunk))
 
     def token_features(self, images: torch.Tensor, blocks: Sequence[int]) -> List[torch.Tensor]:
         out = self.trunk.forward_intermediates(

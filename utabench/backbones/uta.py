@@ -10,6 +10,7 @@ default) or a named CLIP teacher's (option `text: {spec: clip:..., checkpoint: .
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import field_validator
 from timm.models.eva import Eva
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
+from utabench.backbones.trunk_eva import EvaTrunk
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
 from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.errors import UtabenchError
@@ -156,6 +158,9 @@ class UtaBackbone(Backbone):
 
     def vision_tower(self) -> torch.nn.Module:
         return self.visual
+
+    def vision_trunk(self) -> EvaTrunk:
+        return EvaTrunk(copy.deepcopy(self.visual))
 
     def temperature(self) -> Optional[float]:
         """The contrastive temperature its text tower was trained at (1 / exp(logit_scale)), if the checkpoint (or the

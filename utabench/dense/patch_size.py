@@ -2,7 +2,7 @@
 
 The patch-embedding kernel is resized bicubically (EVA-02's conversion does the same, without rescaling the
 weights) and the patch position-embedding grid is resized so it covers the same image at the new patch size
-(224 px: 16 x 16 patches of 14 -> 14 x 14 patches of 16). The dense trunk has no CLS.
+(224 px: 16 x 16 patches of 14 -> 14 x 14 patches of 16). The token map has no CLS.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from utabench.backbones.patch_geometry import resize_grid, resize_patch_kernel
+from utabench.backbones.trunk import TokenMap
 from utabench.core.errors import UtabenchError
 
 
-def convert_trunk_patch_size(trunk: nn.Module, patch_size: int) -> None:
-    """Convert a built dense trunk in place: new patch convolution, position grid for the same pretraining image."""
+def convert_trunk_patch_size(trunk: TokenMap, patch_size: int) -> None:
+    """Convert a built token map in place: new patch convolution, position grid for the same pretraining image."""
     old = trunk.proj
     conv = nn.Conv2d(old.in_channels, old.out_channels, patch_size, stride=patch_size, bias=old.bias is not None)
     with torch.no_grad():

@@ -1,5 +1,7 @@
 """`UtabenchViT`: any registered backbone's ViT tower as an mmdet / mmseg backbone, in the ViTDet style.
 
+The backbone's trunk (backbones/trunk.py) gives the token map: the embedding and each block's attention and parts.
+
 No CLS token at run time; position embeddings and RoPE follow the input size; window attention (zero-padded to whole
 windows, RoPE built for the window grid) in every block except the global ones; outputs of chosen blocks as
 (B, C, H, W) maps; stochastic depth per image with rates rising linearly to `drop_path_rate`; optional activation
@@ -9,7 +11,6 @@ it like any backbone: `backbone=dict(type='UtabenchViT', backbone=dict(spec='uta
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -19,10 +20,11 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from utabench.core.errors import NotApplicable, UtabenchError
+import utabench.backbones  # noqa: F401  (registers the families, in mmengine's worker processes too)
+from utabench.backbones.base import open_trunk
+from utabench.backbones.factory import build_backbone
 from utabench.dense.handoff import take
 from utabench.dense.patch_size import convert_trunk_patch_size
-from utabench.dense.trunks import make_trunk
 
 
 def window_partition(x: torch.Tensor, size: int):
@@ -48,20 +50,12 @@ class UtabenchViT(BaseModule):
                  window_size: int = 0, global_blocks: Sequence[int] = (), drop_path_rate: float = 0.0,
                  with_cp: bool = False, patch_size: Optional[int] = None, init_cfg=None):
         super().__init__(init_cfg)
-        import utabench.backbones  # noqa: F401  (registers the families, in mmengine's worker processes too)
-        from utabench.backbones.factory import build_backbone, parse_backbone_spec
-
         entry = dict(backbone) if isinstance(backbone, dict) else {"spec": backbone}
         built = take(entry.pop("lent", None)) or build_backbone(entry)
-        key = parse_backbone_spec(entry).key
-        try:
-            tower = copy.deepcopy(built.vision_tower())  # fine-tuned here; the built backbone stays as it is
-        except NotApplicable as exc:
-            raise UtabenchError(f"backbone {key} cannot give dense features: {exc}") from None
-        self.trunk = make_trunk(tower).requires_grad_(True)  # registry backbones are built frozen, for evaluation
+        # a copy of the tower is fine-tuned here; the built backbone stays as it is (registry backbones are frozen)
+        self.trunk = open_trunk(built, "give dense features").token_map().requires_grad_(True)
         if patch_size and patch_size != self.trunk.patch_size:
             convert_trunk_patch_size(self.trunk, int(patch_size))
-        self.backbone_key = key
         self.num_layers = len(self.trunk.blocks)
         self.out_indices = [i % self.num_layers for i in out_indices]
         self.window_size = int(window_size)

@@ -1,72 +1,45 @@
 """The fine-tuned classifier: a trainable copy of a backbone's ViT tower, the mean of its last block's patch tokens,
 a LayerNorm and a linear head (FT-CLIP / BEiT's `use_mean_pooling`: the tower's own final norm, CLS and projection
-are not used), with the layer map that timm's layer-wise lr decay reads."""
+are not used), with the layer map that timm's layer-wise lr decay reads. The backbone's trunk (backbones/trunk.py)
+gives the patch tokens, the stochastic depth, the parts to drop, the layer map and the parameters not decayed."""
 
 from __future__ import annotations
 
-import copy
-from typing import Dict, Set
+from typing import Callable, Set
 
 import torch
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import trunc_normal_
 from torch import nn
 
-from utabench.backbones.layer_map import group_matcher
-from utabench.core.errors import NotApplicable, UtabenchError
-
-_NO_DECAY = ("tower.cls_token", "tower.pos_embed", "tower.class_embedding", "tower.positional_embedding")
+from utabench.backbones.base import open_trunk
 
 
 class Classifier(nn.Module):
     def __init__(self, backbone, num_classes: int, drop_path: float = 0.0, head_init_scale: float = 0.001):
         super().__init__()
-        try:
-            tower = backbone.vision_tower()
-        except NotApplicable as exc:
-            raise UtabenchError(f"{backbone.spec.key} cannot be fine-tuned for classification: {exc}") from None
-        self.tower = copy.deepcopy(tower).requires_grad_(True)  # the evaluated backbone stays as it is
-        self._drop_unused()
-        self.depth = backbone.info.depth
-        self.fc_norm = nn.LayerNorm(backbone.info.width, eps=1e-6)
-        self.head = nn.Linear(backbone.info.width, num_classes)
+        self.trunk = open_trunk(backbone, "be fine-tuned for classification")  # over a copy: the backbone stays
+        self.trunk.drop_unused()
+        self.tower = self.trunk.tower.requires_grad_(True)
+        self.fc_norm = nn.LayerNorm(self.trunk.width, eps=1e-6)
+        self.head = nn.Linear(self.trunk.width, num_classes)
         trunc_normal_(self.head.weight, std=0.02)
         with torch.no_grad():  # FT-CLIP / BEiT: a small head, so fine-tuning starts near the pretrained features
             self.head.weight.mul_(head_init_scale)
             self.head.bias.zero_()
-        self._set_drop_path(drop_path)
-
-    def _drop_unused(self) -> None:
-        """The tower's final norm, pooling head and projection are not used (DDP refuses parameters without
-        gradients)."""
-        for name in ("norm", "fc_norm", "head", "head_drop", "ln_post", "attn_pool"):
-            if isinstance(getattr(self.tower, name, None), nn.Module):
-                setattr(self.tower, name, nn.Identity())
-        if isinstance(getattr(self.tower, "proj", None), nn.Parameter):
-            self.tower.proj = None
-
-    def _set_drop_path(self, rate: float) -> None:
-        if rate <= 0:
-            return
-        blocks = getattr(self.tower, "blocks", None)
-        if blocks is None or not hasattr(blocks[0], "drop_path1"):
-            raise UtabenchError("drop path needs a timm tower (uta, eva02); open_clip's blocks have none: set "
-                                "drop_path: 0")
-        for block, value in zip(blocks, torch.linspace(0, rate, len(blocks)).tolist()):
-            block.drop_path1, block.drop_path2 = DropPath(value), DropPath(value)
-
-    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """The last block's patch tokens (B, N, C), before the tower's final norm, without prefix tokens."""
-        out = self.tower.forward_intermediates(images, indices=[self.depth - 1], intermediates_only=True,
-                                               output_fmt="NLC")
-        return (out["image_intermediates"] if isinstance(out, dict) else out)[0]
+        if drop_path > 0:
+            self.trunk.set_drop_path(drop_path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fc_norm(self.patch_tokens(images).mean(dim=1)))
+        return self.head(self.fc_norm(self.trunk.patch_tokens(images).mean(dim=1)))
 
-    def group_matcher(self, coarse: bool = False) -> Dict:
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
         """timm's layer map: embeddings 0, block i -> i + 1, everything else (norm, head) after the last block."""
-        return group_matcher("tower.")
+        def layer(name: str) -> int:
+            inside = self.trunk.layer_of(name[len("tower."):]) if name.startswith("tower.") else None
+            return self.trunk.depth + 1 if inside is None else inside
+
+        return layer
 
     def no_weight_decay(self) -> Set[str]:
         names = {name for name, _ in self.named_parameters()}
-        return {name for name in _NO_DECAY if name in names}
+        return {f"tower.{name}" for name in self.trunk.no_weight_decay()} & names
