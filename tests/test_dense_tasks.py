@@ -164,3 +164,92 @@ def test_fine_tuning_runs_on_two_processes_under_torchrun(world, tmp_path):
     assert (schedule["gpus"], schedule["batch"], schedule["iters"]) == (2, 8, 1)
     assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("finetuned.pth")
     assert {"box_ap", "mask_ap"} <= set(record["metrics"])
+
+
+def test_recipe_setups_are_the_loaders_batches_and_the_optimiser_wrappers_precision():
+    from utabench.core.context import Setup
+    from utabench.dense.recipe import evaluation_setup, load_recipe, training_setup, without_amp
+
+    cfg = load_recipe("cascade_mask_rcnn_world_coco")  # train batch 4, test batch 1, AmpOptimWrapper float16
+    assert training_setup(cfg, "cuda", 8) == Setup(32, "amp_fp16", "cuda", 8)
+    assert evaluation_setup(cfg, "cuda", 8) == Setup(8, "fp32", "cuda", 8)
+    cfg.optim_wrapper.update(dtype="bfloat16", accumulative_counts=2)
+    assert training_setup(cfg, "cuda", 2) == Setup(16, "amp_bf16", "cuda", 2, 2)
+    assert without_amp(cfg) and training_setup(cfg, "cpu", 1) == Setup(8, "fp32", "cpu", 1, 2)
+    cfg.test_cfg["fp16"] = True
+    assert evaluation_setup(cfg, "cuda", 1) == Setup(1, "amp_fp16", "cuda", 1)
+    segmentation = load_recipe("upernet_world_ade20k")  # OptimWrapper: fp32
+    assert training_setup(segmentation, "cuda", 1) == Setup(8, "fp32", "cuda", 1)
+
+
+def test_checkpoints_record_the_setup_and_a_resume_reads_it_back():
+    from utabench.core.context import Setup
+    from utabench.dense.engine import make_setup_hook
+
+    setup = Setup(32, "amp_fp16", "cuda", 8)
+    hook = make_setup_hook(setup)
+    assert hook.trained is None
+    checkpoint = {"meta": {"iter": 10}}
+    hook.before_save_checkpoint(None, checkpoint)
+    assert checkpoint["meta"] == {"iter": 10, "setup": setup.to_dict()} and hook.trained == setup
+    resumed = make_setup_hook(Setup(4, "fp32", "cpu", 1))  # resumed at the end: nothing trained, nothing saved
+    resumed.after_load_checkpoint(None, checkpoint)
+    assert resumed.trained == setup
+    resumed.after_load_checkpoint(None, {"meta": {"iter": 10}})  # a checkpoint written before setups were recorded
+    assert resumed.trained is None
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_dense_task_reports_the_recipes_setups(world, tmp_path, monkeypatch, eval_only):
+    """The detector's training setup is what the fine-tuning recorded, the evaluation the recipe's test loader's
+    (not the run's --batch-size 3); evaluating a given checkpoint trains nothing."""
+    from utabench.backbones.factory import build_backbone
+    from utabench.core.context import RunContext, Setup
+    from utabench.core.registry import TASKS
+    from utabench.dense import engine
+
+    seen = {}
+
+    def train_and_test(cfg, finetuned=None, setup=None):
+        seen["setup"] = setup
+        return {}, 1.0, 1.0, setup
+
+    monkeypatch.setattr(engine, "train_and_test", train_and_test)
+    monkeypatch.setattr(engine, "export_finetuned", lambda work_dir: Path(work_dir) / "finetuned.pth")
+    monkeypatch.setattr(engine, "training_leftovers", lambda work_dir: [])
+    task = TASKS.get("detection")()
+    entry = {"name": "coco", "type": "coco", "root": str(world / "coco"), "recipe": "cascade_mask_rcnn_world_coco",
+             **({"eval_only": str(tmp_path / "given.pth")} if eval_only else {})}
+    if eval_only:
+        (tmp_path / "given.pth").write_bytes(b"")
+    ctx = RunContext(device="cpu", batch_size=3, workers=0, cache_dir=tmp_path / "cache", progress=False,
+                     work_dir=tmp_path / "work")
+    out = task.run(build_backbone("uta:tiny"), task.load(entry), ctx, task.options_of(entry))
+    assert out.evaluation == Setup(1, "fp32", "cpu", 1)
+    assert out.training == ({} if eval_only else {"detector": Setup(4, "fp32", "cpu", 1)})
+    assert seen["setup"] == (None if eval_only else Setup(4, "fp32", "cpu", 1))
+
+
+@pytest.mark.slow
+def test_a_real_fine_tuning_records_its_setup_in_its_checkpoints(world, tmp_path):
+    """mmengine runs the setup hook: the fine-tuned checkpoint's meta holds the setup the task reports, and a rerun
+    that resumes the finished fine-tuning (killed before its record) reports it from the checkpoint."""
+    import torch
+
+    from utabench.backbones.factory import build_backbone
+    from utabench.core.context import RunContext, Setup
+    from utabench.core.registry import TASKS
+
+    task = TASKS.get("segmentation")()
+    entry = {"name": "ade20k", "type": "ade20k", "root": str(world / "ade20k"), "recipe": "upernet_world_ade20k",
+             "iters": 2}
+    ctx = RunContext(device="cpu", batch_size=3, workers=0, cache_dir=tmp_path / "cache", progress=False,
+                     work_dir=tmp_path / "work")
+    backbone, data, options = build_backbone("uta:tiny"), task.load(entry), task.options_of(entry)
+    out = task.run(backbone, data, ctx, options)
+    expected = Setup(8, "fp32", "cpu", 1)
+    assert out.training == {"segmentor": expected} and out.evaluation == Setup(1, "fp32", "cpu", 1)
+    meta = torch.load(out.details["finetuned_checkpoint"], map_location="cpu", weights_only=True)["meta"]
+    assert meta["setup"] == expected.to_dict()
+    (ctx.work_dir / "finetuned.pth").unlink()  # as if killed after training, before the record: resumed at the end
+    assert task.run(backbone, data, ctx, options).training == {"segmentor": expected}

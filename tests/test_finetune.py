@@ -206,3 +206,33 @@ def test_torchrun_fine_tuning_equals_single_process(world, tmp_path):
     assert one.keys() == two.keys()
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-5), key
+
+
+def test_the_task_reports_the_setup_its_model_was_fine_tuned_with(world, tmp_path):
+    """TaskOutput.training["finetune"] is the recipe's global batch and accumulation at the trainer's precision (not
+    the run's --batch-size), read back from the cached model's final.json when it is reused; the evaluation runs at the
+    run's own settings (None)."""
+    from pathlib import Path
+
+    from utabench.core.context import RunContext, Setup
+    from utabench.core.registry import TASKS
+
+    recipe = json.loads(open(_recipe(tmp_path)).read())
+    recipe["optim"].update(grad_accum=2, steps=2, warmup_steps=1)
+    (tmp_path / "accum.yaml").write_text(json.dumps(recipe))
+    task = TASKS.get("finetune-classification")()
+    entry = {"name": "imagenet", "type": "imagenet", "root": str(world / "imagenet"),
+             "classes": str(world / "classes.json"), "recipe": str(tmp_path / "accum.yaml")}
+    data, options = task.load(entry), task.options_of(entry)
+    ctx = RunContext(device="cpu", batch_size=3, workers=0, cache_dir=tmp_path / "cache", progress=False)
+    backbone = build_backbone("uta:tiny")
+    out = task.run(backbone, data, ctx, options)
+    assert out.training == {"finetune": Setup(8, "fp32", "cpu", 1, 2)} and out.evaluation is None
+    final = Path(out.details["work_dir"]) / "final.json"
+    assert json.loads(final.read_text())["setup"] == {"batch_size": 8, "precision": "fp32", "device": "cpu",
+                                                      "world_size": 1, "grad_accum": 2}
+    assert task.run(backbone, data, ctx, options).training == out.training  # the cached model's recorded setup
+    meta = json.loads(final.read_text())
+    del meta["setup"]  # a model cached before setups were recorded: no setup to report, none guessed
+    final.write_text(json.dumps(meta))
+    assert task.run(backbone, data, ctx, options).training == {}

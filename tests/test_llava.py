@@ -599,3 +599,29 @@ def test_run_llava_bench_coco_records_its_variant(world, tmp_path, capsys):
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("| uta:tiny"))
     assert "| coco " in row and "no Δ: judged by offline-word-f1, not GPT-4" in table
+
+
+def test_the_task_reports_the_stages_setups_as_they_trained_and_its_generation(world, tmp_path):
+    """TaskOutput.training holds each stage's setup from the recipe (not the run's --batch-size / --precision), read
+    back from the stage's final.json when a finished stage is reused; the evaluation is one question at a time."""
+    from conftest import llava_entry
+
+    from utabench.core.context import Setup
+    from utabench.core.registry import TASKS
+
+    accum = {**TINY, "stage1": {"optim": {**TINY["stage1"]["optim"], "grad_accum": 2}}}
+    task = TASKS.get("llava-bench")()
+    entry = llava_entry(world, overrides=accum)
+    data, options = task.load(entry), task.options_of(entry)
+    ctx = RunContext(device="cpu", batch_size=3, workers=0, cache_dir=tmp_path / "cache", progress=False,
+                     work_dir=tmp_path / "work")
+    backbone = build_backbone({"spec": "uta:tiny"})
+    expected = {"stage1": Setup(4, "fp32", "cpu", 1, 2), "stage2": Setup(4, "fp32", "cpu", 1, 1)}
+    out = task.run(backbone, data, ctx, options)
+    assert out.training == expected and out.evaluation == Setup(1, "fp32", "cpu", 1)
+    assert task.run(backbone, data, ctx, options).training == expected  # reused stages: their recorded setups
+    final = ctx.work_dir / "stage1" / "final.json"
+    meta = json.loads(final.read_text())
+    del meta["setup"]  # a stage finished before setups were recorded
+    final.write_text(json.dumps(meta))
+    assert task.run(backbone, data, ctx, options).training == {"stage2": expected["stage2"]}

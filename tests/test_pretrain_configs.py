@@ -65,3 +65,11 @@ def test_base_chain_errors(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "uta-b14.yaml", "paper": {"table": 6, "row": "MAE"}}))
     with pytest.raises(UtabenchError, match="Table 6 has no row 'MAE'; its rows: FD, MIM, UTA\\+MIM, UTA"):
         load_pretrain_config(str(tmp_path / "c.yaml"))
+
+
+def test_run_fingerprints_keep_their_values():
+    """Cached pretraining runs are keyed by the run fingerprint: its value for a configuration never changes (these
+    are the values from before the fingerprint moved to training/fingerprint.py)."""
+    pinned = {"table6-uta": "89b281c7d1aae2ee", "table6-fd": "c8ad4bb5fa0c77e6", "table6-mim": "2807b7248d631ecd",
+              "table7-clip-l14": "b5f4cad119ddb712", "table8-random": "d3a2659fef83b56b"}
+    assert {name: run_fingerprint(load_pretrain_config(str(PRETRAIN / f"{name}.yaml"))) for name in pinned} == pinned

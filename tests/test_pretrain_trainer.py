@@ -88,6 +88,26 @@ def test_export_loads_as_a_uta_backbone_with_the_teachers_text(world, finished, 
     assert record["status"] == "complete"
 
 
+def test_final_json_records_the_setup_and_run_all_passes_it_on(world, finished, tmp_path):
+    """The trainer records how it trained beside the run fingerprint (which the setup does not enter), and the
+    `pretrain` info of a resolved backbone entry carries it."""
+    import yaml
+
+    from utabench.core.context import RunContext
+    from utabench.pretrain.resolve import PretrainedResolver
+    from utabench.training.fingerprint import run_fingerprint
+
+    out, meta = finished
+    assert meta["setup"] == {"batch_size": 8, "precision": "fp32", "device": "cpu", "world_size": 1, "grad_accum": 1}
+    assert meta["fingerprint"] == run_fingerprint(meta["config"]) == run_fingerprint(_cfg(world))
+    config = tmp_path / "student.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in meta["config"].items() if v is not None}))
+    ctx = RunContext(device="cpu", cache_dir=tmp_path / "cache", progress=False)
+    shutil.copytree(out, ctx.cache_dir / "pretrain" / f"uta-{meta['fingerprint']}")  # the cached run: no training
+    resolved = PretrainedResolver(ctx, None, log=lambda _: None).resolve_entry({"pretrain": str(config)})
+    assert resolved["pretrain"]["setup"] == meta["setup"]
+
+
 def test_resume_from_another_configuration_is_refused(world, finished, tmp_path, capsys):
     out, _ = finished
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)

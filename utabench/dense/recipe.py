@@ -4,7 +4,9 @@ utabench fills in the backbone, the dataset root and annotation files, the class
 annotations: a mismatch stops the run), the heads' class counts, the LVIS class frequencies of the federated loss,
 the image normalisation of the backbone, and rescales the schedule to the user's GPUs: the recipe's iterations,
 warm-up and steps are for `paper_batch_size` images per step; with B = per-GPU batch x GPUs, iterations are
-multiplied by paper_batch_size / B and the learning rate by B / paper_batch_size (mmengine's auto_scale_lr).
+multiplied by paper_batch_size / B and the learning rate by B / paper_batch_size (mmengine's auto_scale_lr). The
+filled config also says how it trains and tests (`training_setup`, `evaluation_setup`): the record reports these,
+not the run's --batch-size / --precision, which dense transfer does not read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.datasets.dense import standard_classes
 
@@ -140,6 +143,34 @@ def without_amp(cfg) -> bool:
         wrapper.pop(key, None)
     wrapper["type"] = "OptimWrapper"
     return True
+
+
+def _autocast_precision(enabled: bool, dtype, device_type: str) -> str:
+    """The precision of mmengine's autocast (its default dtype: float16 on CUDA, bfloat16 on CPU)."""
+    if not enabled:
+        return "fp32"
+    name = str(dtype).replace("torch.", "") if dtype is not None else None
+    if name is None:
+        name = "bfloat16" if device_type == "cpu" else "float16"
+    return {"bfloat16": "amp_bf16", "float16": "amp_fp16"}.get(name, "fp32")
+
+
+def training_setup(cfg, device_type: str, world_size: int) -> Setup:
+    """How a filled recipe trains: the global batch (the train loader's per-process batch x processes x the optimiser
+    wrapper's accumulation), mixed precision as its optimiser wrapper says (AmpOptimWrapper and its dtype)."""
+    wrapper = cfg.optim_wrapper
+    accumulate = int(wrapper.get("accumulative_counts", 1))
+    precision = _autocast_precision(wrapper.get("type") == "AmpOptimWrapper", wrapper.get("dtype"), device_type)
+    return Setup(int(cfg.train_dataloader.batch_size) * world_size * accumulate, precision, device_type, world_size,
+                 accumulate)
+
+
+def evaluation_setup(cfg, device_type: str, world_size: int) -> Setup:
+    """How a filled recipe tests: the test loader's per-process batch on every process, autocast if the test loop's
+    `fp16` says so."""
+    test = cfg.get("test_cfg") or {}
+    precision = _autocast_precision(bool(test.get("fp16", False)), None, device_type)
+    return Setup(int(cfg.test_dataloader.batch_size) * world_size, precision, device_type, world_size)
 
 
 def use_cpu_processes(cfg) -> None:

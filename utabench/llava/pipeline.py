@@ -6,7 +6,8 @@
 
 A finished stage (its `final.json` fingerprint equals the configuration's, which covers the backbone's weights, the
 data files, the LLM and, for stage 2, stage 1's result) is reused; an unfinished one resumes from its last
-checkpoint. `load_finetuned` reads a stage-2 folder, ours or the original LLaVA's.
+checkpoint. `stage_setup` reads the setup a stage trained with from its `final.json`. `load_finetuned` reads a
+stage-2 folder, ours or the original LLaVA's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, field_valida
 from utabench.backbones.factory import backbone_entry
 from utabench.core.checkpoint import load_strict, read_state_dict
 from utabench.core.configfile import bundled_config, read_yaml_mapping
+from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.fingerprint import stat_fingerprint
 from utabench.core.schema import Schema, validated_dict
@@ -30,6 +32,7 @@ from utabench.llava.projector import build_projector
 from utabench.llava.train import TEMPLATE_OF_STAGE, StageRecipe
 from utabench.training.config import OptimConfig, deep_merge
 from utabench.training.fingerprint import run_fingerprint
+from utabench.training.setup import read_setup
 
 
 class EncoderConfig(Schema):
@@ -119,6 +122,12 @@ def train_stage(cfg: Dict[str, Any], backbone, out: Path, ctx, log: Callable[[st
                       progress=ctx.progress, log=log)
     trainer.run()
     return out
+
+
+def stage_setup(folder: Path) -> Optional[Setup]:
+    """The setup (global batch, precision, device, processes) a finished stage in `folder` trained with, as its
+    `final.json` records it (None for a stage finished before setups were recorded)."""
+    return read_setup(json.loads((Path(folder) / "final.json").read_text()))
 
 
 def _llm_config(config: Dict[str, Any]):

@@ -82,7 +82,8 @@ class PretrainedResolver:
         resolved["pretrain"] = {"objective": meta["objective"], "config": str(entry["pretrain"]),
                                 "steps": meta.get("steps"), "flops": meta.get("flops"),
                                 "teacher": teacher.get("name") or teacher.get("checkpoint"), "paper": cfg.get("paper"),
-                                "init": (cfg.get("init") or {}).get("checkpoint")}
+                                "init": (cfg.get("init") or {}).get("checkpoint"),
+                                "setup": meta.get("setup")}  # as the trainer recorded it (none in older caches)
         return resolved
 
     def resolve(self, entries: List[Any]) -> List[Any]:

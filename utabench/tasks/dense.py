@@ -4,6 +4,10 @@ evaluate with the framework's metric (or evaluate a fine-tuned checkpoint only),
 Dataset-entry keys read here: `recipe` (a name under utabench/configs/dense/ or a .py path; default: the paper's B
 or L recipe by the backbone's depth), `eval_only` (a fine-tuned mmengine checkpoint), `iters` (override the
 recipe's iteration count, at the paper's batch size), `seed`.
+
+The record's evaluation setup is the recipe's test loader's (not --batch-size / --precision) and its training setup
+(stage `training_stage`) the recipe's train batch x processes and its optimiser wrapper's precision; a fine-tuning
+resumed from a finished work directory reports the setup its last checkpoint records.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class DenseOptions(Schema):
 
 class DenseTask(Task):
     kind_of_type: Dict[str, str] = {}  # dataset type -> coco / lvis / ade20k
+    training_stage: str = ""  # the name of its fine-tuning in the record's training setups
     options = DenseOptions
 
     def metrics(self, raw: Dict[str, float], kind: str) -> Dict[str, float]:
@@ -63,7 +68,15 @@ class DenseTask(Task):
         options = options or self.options_of({})
         from utabench.dense.engine import export_finetuned, train_and_test, training_leftovers
         from utabench.dense.handoff import lend
-        from utabench.dense.recipe import default_recipe, fill_recipe, load_recipe, use_cpu_processes, without_amp
+        from utabench.dense.recipe import (
+            default_recipe,
+            evaluation_setup,
+            fill_recipe,
+            load_recipe,
+            training_setup,
+            use_cpu_processes,
+            without_amp,
+        )
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
@@ -79,7 +92,9 @@ class DenseTask(Task):
                 if ctx.dist.enabled:
                     use_cpu_processes(cfg)
             self.check_backbone(cfg, backbone)
-            raw, train_seconds, test_seconds = train_and_test(cfg, finetuned=finetuned)
+            evaluation = evaluation_setup(cfg, ctx.device_type, ctx.dist.world_size)
+            setup = None if finetuned else training_setup(cfg, ctx.device_type, ctx.dist.world_size)
+            raw, train_seconds, test_seconds, trained = train_and_test(cfg, finetuned=finetuned, setup=setup)
         discard = []
         if not finetuned and ctx.dist.is_main:
             # what --eval-only needs is the fine-tuned weights; the resumable training state goes with the record
@@ -88,4 +103,5 @@ class DenseTask(Task):
                    "finetuned_checkpoint": str(finetuned) if finetuned else "", "work_dir": str(ctx.work_dir),
                    "num_classes": len(data.classes), "raw_metrics": raw}
         return TaskOutput(metrics=self.metrics(raw, kind), num_images=data.num_val_images, model_seconds=test_seconds,
-                          train_seconds=train_seconds, details=details, discard=discard)
+                          train_seconds=train_seconds, details=details, discard=discard, evaluation=evaluation,
+                          training={self.training_stage: trained} if trained else {})

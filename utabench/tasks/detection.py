@@ -32,6 +32,7 @@ class Detection(DenseTask):
     dataset_types = ("coco-instances", "lvis")
     dataset_aliases = {"coco": "coco-instances"}
     kind_of_type = {"coco-instances": "coco", "lvis": "lvis"}
+    training_stage = "detector"
 
     def metrics(self, raw, kind):
         return detection_metrics(raw, kind)

@@ -5,7 +5,9 @@ EMA and with the raw weights (top-1 / top-5; the recipe's `shown` says which the
 The fine-tuned model is kept in the cache directory under the fingerprint of its configuration (recipe, backbone
 weights, training split), so it trains once for every evaluation set (ImageNet val, -V2, -Sketch) and a killed run
 resumes from its last checkpoint. Training uses the shared trainer: exact resume, DDP under torchrun, bf16 on GPU,
-gradient accumulation (`optim.grad_accum`) for the paper's global batch on fewer GPUs.
+gradient accumulation (`optim.grad_accum`) for the paper's global batch on fewer GPUs. The record's training setup
+(stage `finetune`) is the one the fine-tuned model's run recorded (the recipe's batch and precision, not --batch-size /
+--precision, which only the evaluation reads).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import Field
 from safetensors.torch import load_file
 
 from utabench.backbones.factory import backbone_entry
+from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.core.schema import Schema
@@ -28,6 +31,7 @@ from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
 from utabench.tasks.metrics import topk_accuracy
 from utabench.training.fingerprint import run_fingerprint
+from utabench.training.setup import read_setup
 
 
 class FinetuneOptions(Schema):
@@ -73,17 +77,21 @@ class FinetuneClassification(Task):
         recipe = load_finetune_recipe(options["recipe"] or ("ftclip-b16" if backbone.info.depth <= 12
                                                             else "ftclip-l14"))
         start = time.perf_counter()
+        training = {}
         if options["eval_only"]:
             weights, trained = Path(options["eval_only"]), {}
         else:
-            weights, trained = self._train(recipe, backbone, data, options, ctx)
+            weights, trained, setup = self._train(recipe, backbone, data, options, ctx)
+            training = {"finetune": setup} if setup else {}  # none for a model cached before setups were recorded
         train_seconds = time.perf_counter() - start
         metrics, seconds = self._evaluate(weights, recipe, backbone, data, ctx)
         details = {"recipe": options["recipe"], "shown": recipe["shown"], "finetuned": str(weights), **trained}
         return TaskOutput(metrics=metrics, num_images=len(data.samples), model_seconds=seconds,
-                          train_seconds=train_seconds, details=details)
+                          train_seconds=train_seconds, details=details, training=training)
 
-    def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any]]:
+    def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any], Optional[Setup]]:
+        """The fine-tuned weights (trained now or found in the cache), details of the training and the setup it
+        recorded."""
         from utabench.finetune.recipe import FinetuneRecipe
         from utabench.training.trainer import Trainer, finished_run
 
@@ -101,7 +109,7 @@ class FinetuneClassification(Task):
                            dist=ctx.dist, progress=ctx.progress, log=log).run()
             meta = json.loads(done.read_text())
         return Path(meta["finetuned"]), {"train_images": len(samples), "train_root": str(root), "steps": meta["steps"],
-                                          "work_dir": str(out)}
+                                          "work_dir": str(out)}, read_setup(meta)
 
     def _evaluate(self, weights: Path, recipe, backbone, data, ctx) -> Tuple[Dict[str, float], float]:
         from utabench.finetune.model import Classifier

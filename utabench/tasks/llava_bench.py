@@ -1,7 +1,9 @@
 """Frozen-encoder LLaVA (Table 3): train LLaVA's two stages on the backbone's features (or take a stage-2 folder),
 answer LLaVA-Bench, have the judge review the answers, and report the relative scores (%) per category.
 
-Under torchrun the stages train with DDP over all processes; the answers and reviews are made on rank 0.
+Under torchrun the stages train with DDP over all processes; the answers and reviews are made on rank 0. The record
+reports each stage it trained (or reused) with the setup the stage recorded (the recipe's batch and precision), and
+the evaluation as it ran: one question at a time on rank 0, at the run's precision.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Dict, Optional
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from utabench.core.context import Setup
 from utabench.core.distributed import barrier
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
@@ -100,7 +103,14 @@ class LlavaBench(Task):
         from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
         from utabench.llava.judge import make_judge, summarize
         from utabench.llava.model import llm_dtype
-        from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage, weights_fingerprint
+        from utabench.llava.pipeline import (
+            load_finetuned,
+            load_recipe,
+            stage_config,
+            stage_setup,
+            train_stage,
+            weights_fingerprint,
+        )
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")
@@ -142,8 +152,12 @@ class LlavaBench(Task):
                    "model": str(folder), "answers": str(answers_path), "reviews": str(reviews_path)}
         # the stages' resumable states (a whole LLM each for stage 2) are not needed once the record is written
         discard = [Path(stage) / "checkpoints" for stage in stages.values()]
+        setups = {name: stage_setup(Path(folder)) for name, folder in stages.items()}
+        training = {name: setup for name, setup in setups.items() if setup}  # none: finished before setups were kept
+        evaluation = Setup(1, ctx.precision, ctx.device_type, 1)  # generate_answers: one question at a time, rank 0
         return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds,
-                          train_seconds=train_seconds, details=details, discard=discard)
+                          train_seconds=train_seconds, details=details, discard=discard, evaluation=evaluation,
+                          training=training)
 
 
 def _first(group, field: str):

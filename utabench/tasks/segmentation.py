@@ -13,6 +13,7 @@ class Segmentation(DenseTask):
     name = "segmentation"
     dataset_types = ("ade20k",)
     kind_of_type = {"ade20k": "ade20k"}
+    training_stage = "segmentor"
 
     def metrics(self, raw, kind):
         return {name: round(float(raw[name]), 2) for name in ("mIoU", "mAcc", "aAcc") if name in raw}  # mmseg: 2 places
