@@ -6,8 +6,9 @@ copy of its tower, with:
 - for dense prediction (dense/vit.py, the ViTDet backbone), `token_map()`: a `TokenMap` module that embeds images
   into a (B, H, W, C) token map without the CLS token (patch position embeddings resized to the input's grid) and
   runs block i's attention on any token layout the caller chooses (the whole map, or windows) and its other parts;
-- the layer map, `layer_of(name)`: which tower parameters are the stem (layer 0) and which belong to block i
-  (layer i + 1), the rest (final norm, head, projection) coming after the last block;
+- the layer map fine-tuning's layer-wise lr decay reads, `layer_of(name)`: which tower parameters are the stem
+  (layer 0) and which belong to block i (layer i + 1), the rest (final norm, head, projection) coming after the last
+  block (dense prediction numbers the token map's own blocks);
 - for fine-tuning (finetune/model.py): the last block's patch tokens before the final norm, stochastic depth, the
   unused parts to drop (final norm, pooling, projection) and the parameters without weight decay.
 The timm `Eva` trunk is in `trunk_eva.py`, open_clip's `VisionTransformer` trunk in `trunk_clip.py`.
