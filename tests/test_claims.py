@@ -7,6 +7,7 @@ import json
 
 from utabench.harness.claims import FAIL, NOT_RUN, PASS, check
 from utabench.harness.cli import main
+from utabench.harness.record import Record
 from utabench.harness.store import load_results, record_path, write_record
 
 # world seed 0 on the AVX2-only VM (README): backbone -> objective, and the figures of each task
@@ -25,10 +26,10 @@ FLOPS = {"uta": 0.64e9, "fd": 1.0e9}
 def _write(results, backbone, task, kind, metrics, images=400):
     objective = OBJECTIVES.get(backbone.removesuffix("-dense"))
     pretrain = {"objective": objective, "flops": {"student_per_image": FLOPS.get(backbone)}} if objective else None
-    write_record(record_path(results, backbone, task, kind), {
+    write_record(record_path(results, backbone, task, kind), Record.from_dict({
         "status": "complete", "backbone": backbone, "task": task, "dataset": kind, "dataset_type": kind,
         "metrics": metrics, "paper": None, "pretrain": pretrain,
-        "provenance": {"random_init_seed": None if objective else 0, "dataset": {"num_images": images}}})
+        "provenance": {"random_init_seed": None if objective else 0, "dataset": {"num_images": images}}}))
 
 
 def _results(tmp_path, **changes):

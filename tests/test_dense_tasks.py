@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from utabench.dense.recipe import load_recipe
 from utabench.harness.cli import main
 from utabench.harness.store import load_results, read_record
 
@@ -30,13 +31,19 @@ def _run(world, results, task, dtype, recipe, *extra, backbone="uta:tiny"):
 @pytest.mark.slow
 @pytest.mark.parametrize("task,dtype,recipe,keys", RUNS)
 def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtype, recipe, keys, capfd):
-    assert _run(world, tmp_path / "r", task, dtype, recipe) == 0
+    assert _run(world, tmp_path / "r", task, dtype, recipe, "--batch-size", "3", "--precision", "fp32") == 0
     out, err = capfd.readouterr()  # the result line alone: the libraries' prints and warnings are in console.log
     assert out.strip().splitlines() == [line for line in out.strip().splitlines() if line.startswith("[uta:tiny]")]
     assert "Warning" not in err and "Average Precision" not in out + err
-    record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json")
+    record = read_record(tmp_path / "r" / "uta_tiny" / task / f"{dtype}.json").to_dict()
     assert record["status"] == "complete" and all(k in record["metrics"] for k in keys)
     assert record["dataset_type"] == dtype  # as the entry names it (`coco` for detection reads coco-instances)
+    # the record says how its numbers were made: the recipe's train and test batches, not --batch-size (evaluation's)
+    cfg, stage = load_recipe(recipe), {"detection": "detector", "segmentation": "segmentor"}[task]
+    assert record["provenance"]["training"] == {stage: {
+        "batch_size": cfg.train_dataloader.batch_size, "precision": "fp32", "device": "cpu", "world_size": 1,
+        "grad_accum": 1}}
+    assert record["provenance"]["evaluation"]["batch_size"] == cfg.test_dataloader.batch_size != 3
     details = record["provenance"]["task_details"]
     assert details["schedule"]["iters"] == 2 and details["finetuned_checkpoint"].endswith("finetuned.pth")
     assert record["provenance"]["dataset"]["num_images"] == 4
@@ -48,7 +55,7 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     # the fine-tuned checkpoint evaluates to the same numbers
     assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
     again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")
-    assert again["metrics"] == record["metrics"]
+    assert again.metrics == record["metrics"]
     assert not load_results(tmp_path / "r").empty
 
 
@@ -138,7 +145,7 @@ def test_killed_fine_tuning_resumes_from_its_last_checkpoint(world, tmp_path):
     first_runs = set(work.glob("2*"))
 
     assert main(args) == 0
-    record = read_record(results / "uta_tiny" / "segmentation" / "ade20k.json")
+    record = read_record(results / "uta_tiny" / "segmentation" / "ade20k.json").to_dict()
     assert record["status"] == "complete" and record["provenance"]["task_details"]["finetuned_checkpoint"].endswith(
         "finetuned.pth")
     (rerun,) = set(work.glob("2*")) - first_runs
@@ -158,8 +165,8 @@ def test_fine_tuning_runs_on_two_processes_under_torchrun(world, tmp_path):
                           "--device", "cpu", "--results", str(results), "--threads", "1", "--no-progress"],
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    record = read_record(results / "uta_tiny" / "detection" / "coco.json")
-    assert record["provenance"]["run"]["world_size"] == 2
+    record = read_record(results / "uta_tiny" / "detection" / "coco.json").to_dict()
+    assert record["provenance"]["evaluation"]["world_size"] == 2
     schedule = record["provenance"]["task_details"]["schedule"]
     assert (schedule["gpus"], schedule["batch"], schedule["iters"]) == (2, 8, 1)
     assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("finetuned.pth")

@@ -85,7 +85,7 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, world):
     assert one.keys() == two.keys() and len(one) == 3
     for key in one:
         assert one[key]["metrics"] == two[key]["metrics"], key  # exactly equal
-        assert two[key]["provenance"]["run"]["world_size"] == 2
+        assert two[key]["provenance"]["evaluation"]["world_size"] == 2
         assert one[key]["provenance"]["dataset"]["num_images"] == two[key]["provenance"]["dataset"]["num_images"]
 
 
@@ -125,7 +125,7 @@ def test_two_nodes_on_loopback_equal_single_process(tmp_path, world):
     assert all(node.returncode == 0 for node in nodes), outputs[0][-3000:] + outputs[1][-3000:]
     one = json.loads(next((tmp_path / "one").rglob("imagenet-1k.json")).read_text())
     two = json.loads(next((tmp_path / "two").rglob("imagenet-1k.json")).read_text())
-    assert one["metrics"] == two["metrics"] and two["provenance"]["run"]["world_size"] == 2
+    assert one["metrics"] == two["metrics"] and two["provenance"]["evaluation"]["world_size"] == 2
 
 
 @pytest.mark.slow

@@ -41,6 +41,13 @@ def test_a_plugin_task_runs_through_the_cli(tmp_path, world):
     assert bad.returncode == 2 and "limit: Input should be greater than 0" in bad.stderr
     tables = _cli("tables", "--results", str(results), "--table", "90", "--no-paper", tmp_path=tmp_path)
     assert tables.returncode == 0 and "### Table 90" in tables.stdout and "1.0" in tables.stdout
+    # the plugin's dataset type, read by utabench's own zero-shot task
+    run = _cli("run", "zeroshot-classification", "--backbone", "clip:utabench-clip-tiny", "--dataset",
+               f"class-folder:{world / 'imagenet' / 'val'}", "--results", str(results), "--threads", "2",
+               tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    record = json.loads(next(results.glob("*/zeroshot-classification/class-folder.json")).read_text())
+    assert record["dataset_type"] == "class-folder" and 0.0 <= record["metrics"]["top1"] <= 100.0
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def test_no_feature_cache_neither_reads_nor_writes(world, tmp_path):
     records = [json.loads(next((tmp_path / r).rglob("imagenet.json")).read_text()) for r in "abc"]
     assert [r["provenance"]["task_details"]["image_features"] for r in records] == ["computed"] * 3
     assert records[0]["metrics"] == records[1]["metrics"] == records[2]["metrics"]
-    assert records[2]["provenance"]["run"]["feature_cache"] is False
+    assert records[2]["provenance"]["evaluation"]["feature_cache"] is False
 
 
 def test_a_crash_leaves_no_entry_and_a_bad_entry_is_recomputed(world, ctx, monkeypatch):

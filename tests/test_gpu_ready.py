@@ -9,14 +9,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from utabench.backbones import build_backbone
-from utabench.core.context import MAX_AUTO_WORKERS, RunContext, resolve_precision, resolve_workers
+from utabench.core.context import MAX_AUTO_WORKERS, resolve_precision, resolve_workers
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import DATASETS
 from utabench.datasets.gpu_decode import EncodedImageList, TensorTransform, collate_encoded, decode_batch
 from utabench.datasets.images import CorruptImage, ImageList
 from utabench.harness.cli import main
+from utabench.harness.config import Settings
 from utabench.tasks import text_classifier
 
 SPECS = ["clip:utabench-clip-tiny", "uta:tiny", "eva02:utabench-eva02-clip-tiny"]
@@ -43,7 +45,7 @@ def _zeroshot(world, tmp_path, name, *flags):
 def test_cpu_defaults_give_the_records_of_explicit_fp32_and_no_workers(world, tmp_path):
     auto = _zeroshot(world, tmp_path, "auto", "--device", "cpu")
     explicit = _zeroshot(world, tmp_path, "explicit", "--device", "cpu", "--precision", "fp32", "--workers", "0")
-    run = auto["provenance"]["run"]
+    run = auto["provenance"]["evaluation"]
     assert run["precision"] == "fp32" and run["workers"] == 0 and run["decode"] == "pil"
     assert auto["metrics"] == explicit["metrics"]
 
@@ -55,8 +57,8 @@ def test_decode_gpu_without_cuda_is_one_line(world, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--decode gpu decodes JPEGs with nvjpeg on a CUDA device" in err[0]
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.json"))
-    with pytest.raises(UtabenchError, match="choose pil or gpu"):
-        RunContext(decode="nvjpeg")
+    with pytest.raises(ValidationError, match="'pil' or 'gpu'"):
+        Settings(decode="nvjpeg")
 
 
 def test_batched_text_classifier_equals_one_class_per_forward(ctx):

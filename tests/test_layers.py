@@ -80,3 +80,96 @@ def test_pretraining_and_llava_need_no_mm_libraries():
              "import utabench.pretrain.run, utabench.llava.pipeline, utabench.tasks\n")
     run = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# modules: no import circle at all, and a function-local import only to defer a heavy optional library
+
+# third-party libraries that are slow to import or optional: a function may import them (or a utabench module that
+# imports them at its top) when it needs them, so that `utabench list`, the harness and CPU-only runs go without
+HEAVY = ("mmcv", "mmengine", "mmdet", "mmseg", "transformers", "tokenizers", "open_clip", "timm", "submitit",
+         "matplotlib", "webdataset", "lvis", "pycocotools", "torchvision", "requests", "fcntl")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_files():
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] not in ("configs", "results"):
+            yield _module(path), path
+
+
+def _imported(node, modules) -> list:
+    """The modules an import statement names (`from a import b` names a.b where that is a module, else a)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+        return []
+    subs = [f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in modules]
+    return subs or [node.module]
+
+
+def _top_and_local():
+    """module -> (what it imports at its top, what its functions import)."""
+    modules = dict(_module_files())
+    out = {}
+    for name, path in modules.items():
+        top, local = set(), set()
+        tree = ast.parse(path.read_text())
+        inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            for target in _imported(node, modules):
+                (local if id(node) in inner else top).add(target)
+        out[name] = (top, local)
+    return out
+
+
+def test_no_import_circle_between_modules():
+    """Counting the imports inside functions too: a circle needs deferred imports to work at all."""
+    graph = {name: {t for t in top | local if t in dict(_module_files()) and t != name}
+             for name, (top, local) in _top_and_local().items()}
+    index, low, stack, on, circles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while not part or part[-1] != v:
+                part.append(stack.pop())
+                on.discard(part[-1])
+            if len(part) > 1:
+                circles.append(sorted(part))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    assert not circles, circles
+
+
+def test_function_local_imports_only_defer_heavy_libraries():
+    """A function may import a heavy library, torch itself (the world's numpy-only generation workers and the
+    machine probe go without it), or a utabench module that imports a heavy library at its top."""
+    imports = _top_and_local()
+
+    def heavy(module, seen=()):
+        if module.split(".")[0] in HEAVY + (() if seen else ("torch",)):
+            return True
+        parts = module.split(".")  # importing a module runs its packages' __init__ first
+        top = set().union(*(imports.get(".".join(parts[:n]), (set(), set()))[0] for n in range(2, len(parts) + 1)))
+        return any(heavy(t, seen + (module,)) for t in top if t not in seen and t.split(".")[0] in HEAVY + ("utabench",))
+
+    light = sorted(f"{module} imports {target} in a function" for module, (_, local) in imports.items()
+                   for target in local if not heavy(target))
+    assert not light, "\n".join(light)

@@ -438,7 +438,8 @@ def test_bad_llava_input_is_one_line(world, tmp_path, capsys):
 def test_run_llava_bench_end_to_end_and_table3(world, tmp_path, capsys):
     stages = ["--stage1", f"{_stage_data(world, 1)['data']}:{_stage_data(world, 1)['images']}",
               "--stage2", f"{_stage_data(world, 2)['data']}:{_stage_data(world, 2)['images']}"]
-    assert _cli(world, tmp_path, "--llm", _llava(world, "llm"), *stages, "--paper", "UTA B/16@224 2B") == 0
+    assert _cli(world, tmp_path, "--llm", _llava(world, "llm"), *stages, "--paper", "UTA B/16@224 2B",
+                "--batch-size", "3") == 0
     assert "Loading weights" not in capsys.readouterr().err  # transformers' bars are off with utabench's
     record = json.loads((tmp_path / "r" / "uta_tiny" / "llava-bench" / "llava-bench.json").read_text())
     assert record["status"] == "complete"
@@ -446,6 +447,12 @@ def test_run_llava_bench_end_to_end_and_table3(world, tmp_path, capsys):
     assert record["provenance"]["task_details"]["judge"] == "offline-word-f1"
     assert not record["provenance"]["task_details"]["judge_comparable_to_paper"]
     assert 10.0 <= record["metrics"]["overall"] <= 100.0
+    # how its numbers were made: each stage at the recipe's batch and precision, answers one question at a time
+    recipe = load_recipe("world", TINY)
+    assert record["provenance"]["training"] == {
+        f"stage{n}": {"batch_size": recipe[f"stage{n}"]["optim"]["batch_size"], "precision": "fp32", "device": "cpu",
+                      "world_size": 1, "grad_accum": recipe[f"stage{n}"]["optim"]["grad_accum"]} for n in (1, 2)}
+    assert record["provenance"]["evaluation"]["batch_size"] == 1 and recipe["precision"] == "fp32"
     capsys.readouterr()
     assert main(["tables", "--results", str(tmp_path / "r"), "--table", "3"]) == 0
     table = capsys.readouterr().out
@@ -496,7 +503,7 @@ def test_torchrun_two_processes_train_the_same_llava(world, tmp_path):
             # the two ranks' gradients are summed in another order: up to 1.8e-5 apart on a 2-core Xeon (2026-12-02)
             torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-3)
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("*/*/*.json")]
-    assert len(records) == 1 and records[0]["provenance"]["run"]["world_size"] == 2
+    assert len(records) == 1 and records[0]["provenance"]["evaluation"]["world_size"] == 2
     answers = list((tmp_path / "two" / work).glob("answers-*.jsonl"))
     assert len(answers) == 1 and len(answers[0].read_text().splitlines()) == len(read_bench(_llava(world, "bench")).questions)
 

@@ -8,6 +8,7 @@ import pytest
 
 from utabench.core.tablespec import TABLES
 from utabench.harness.paper import match_row
+from utabench.harness.record import Record
 from utabench.harness.store import load_results, record_path, write_record
 from utabench.harness.tables import paper_table, render, table_rows
 
@@ -75,10 +76,10 @@ def _cells(line):
 
 
 def _record(results, backbone, task, dataset_type, metrics, paper, details=None):
-    write_record(record_path(results, backbone, task, dataset_type), {
+    write_record(record_path(results, backbone, task, dataset_type), Record.from_dict({
         "status": "complete", "backbone": backbone, "task": task, "dataset": dataset_type,
         "dataset_type": dataset_type, "metrics": metrics, "paper": paper,
-        "provenance": {"task_details": details or {}}})
+        "provenance": {"task_details": details or {}}}))
 
 
 def test_rendered_tables_use_the_right_rows(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from utabench.harness.cli import main
+from utabench.harness.record import Record
 from utabench.harness.store import load_results, read_record, record_path, write_record
 from utabench.harness.tables import render
 
@@ -143,9 +144,9 @@ def test_list_names_everything(capsys):
 
 
 def _record(results, backbone, task, dataset_type, metrics, paper=None, status="complete"):
-    write_record(record_path(results, backbone, task, dataset_type), {
+    write_record(record_path(results, backbone, task, dataset_type), Record.from_dict({
         "status": status, "backbone": backbone, "task": task, "dataset": dataset_type,
-        "dataset_type": dataset_type, "metrics": metrics, "paper": paper, "provenance": {}})
+        "dataset_type": dataset_type, "metrics": metrics, "paper": paper, "provenance": {}}))
 
 
 def test_tables_show_paper_row_and_difference(tmp_path, capsys):
@@ -203,7 +204,7 @@ def test_a_job_being_run_elsewhere_is_skipped_and_a_dead_holder_is_taken_over(tm
     holder.wait()
     assert f'"pid": {pid}' in busy.with_suffix(".lock").read_text()  # left behind by the killed process
     assert _run_all(config, results, cache) == 0
-    assert read_record(busy)["status"] == "complete" and not busy.with_suffix(".lock").exists()
+    assert read_record(busy).status == "complete" and not busy.with_suffix(".lock").exists()
 
 
 def test_task_options_under_the_task_and_the_earlier_layout(tmp_path, world, capsys):

@@ -1,5 +1,6 @@
-"""A task, a dataset type and a table defined outside utabench, as a user's plugin module would: loaded with
-UTABENCH_PLUGINS=toy_task, it runs through `utabench run` and `utabench tables` without a change to utabench."""
+"""A task, dataset types and a table defined outside utabench, as a user's plugin module would: loaded with
+UTABENCH_PLUGINS=toy_task, it runs through `utabench run` and `utabench tables` without a change to utabench; one of
+its dataset types is read by a task of utabench's own (zero-shot classification)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import Field, PositiveInt
 from utabench.core.registry import DATASETS, TASKS
 from utabench.core.schema import Schema
 from utabench.core.tablespec import TableSpec, register_table
+from utabench.datasets.classification import ImageFolderEntry, imagefolder
 from utabench.datasets.images import ImageList, dataset_root, list_images
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
@@ -34,6 +36,14 @@ class FlatFolder:
 def load_flat_folder(cfg) -> FlatFolder:
     root = dataset_root(cfg.get("root"), "ROOT/*.jpg")
     return FlatFolder(root, list_images(root)[: cfg.get("limit")])
+
+
+@DATASETS.register("class-folder", help="ROOT/<class>/*.jpg, read as imagefolder reads it", schema=ImageFolderEntry)
+def load_class_folder(cfg):
+    return imagefolder(cfg)
+
+
+TASKS.get("zeroshot-classification").reads("class-folder")  # a plugin's dataset type for an existing task
 
 
 class NormOptions(Schema):

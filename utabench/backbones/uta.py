@@ -25,6 +25,7 @@ from pydantic import field_validator
 from timm.models.eva import Eva
 
 from utabench.backbones.base import Backbone, BackboneInfo, BackboneSpec, ImageOptions, count_params, resolve_blocks
+from utabench.backbones.factory import build_backbone, parse_backbone_spec
 from utabench.backbones.trunk_eva import EvaTrunk
 from utabench.backbones.uta_checkpoint import check_rope_tables, release_to_timm
 from utabench.core.checkpoint import load_strict, read_state_dict
@@ -47,7 +48,6 @@ class UtaOptions(ImageOptions):
     def _text_tower(cls, value):
         if value is None or value == "checkpoint":
             return value
-        from utabench.backbones.factory import parse_backbone_spec
 
         parse_backbone_spec(value, where="option text")  # a text tower's entry is checked like any backbone's
         return value
@@ -124,7 +124,6 @@ class UtaBackbone(Backbone):
         elif text_choice == "checkpoint":
             self.text = build_text_tower(cfg)  # random init, seeded by the factory
         if isinstance(text_choice, (dict, str)) and text_choice != "checkpoint":
-            from utabench.backbones.factory import build_backbone
 
             self.teacher = build_backbone(text_choice)
             if self.teacher.info.embed_dim != cfg["embed_dim"] or not self.teacher.info.has_text:

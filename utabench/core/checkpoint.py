@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 import torch
+from safetensors.torch import load_file
 
 from utabench.core.errors import UtabenchError
 
@@ -130,7 +131,6 @@ def read_state_dict(path: str | Path, raw: bool = False) -> Dict[str, torch.Tens
     if path.stat().st_size == 0:
         raise UtabenchError(f"checkpoint {path} is empty (0 bytes); {_RESAVE}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
 
         try:
             return load_file(str(path))

@@ -18,6 +18,8 @@ from utabench.core.distributed import DistInfo
 from utabench.core.errors import UtabenchError
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+DECODERS = ("pil", "gpu")
+DEFAULT_BATCH_SIZE = 64
 # the cap of `workers auto`, as measured on one H100 with bench/zeroshot_throughput.py's synthetic JPEGs: ViT-B/16
 # zero-shot through clip_benchmark ran at 848 / 1362 images/s with 8 / 16 loader workers, decoding alone at 1544
 MAX_AUTO_WORKERS = 16
@@ -48,7 +50,7 @@ def resolve_workers(value, device_type: str, local_world_size: int = 1) -> int:
 @dataclass
 class RunContext:
     device: str = "cpu"
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE  # per process, of evaluation: training tasks batch as their recipes say
     workers: int = 0
     precision: str = "fp32"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "utabench")
@@ -60,15 +62,11 @@ class RunContext:
     work_dir: Optional[Path] = None  # where a task that trains keeps its checkpoints and logs (set per job)
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise UtabenchError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.decode not in ("pil", "gpu"):
-            raise UtabenchError(f"unknown decode {self.decode!r}; choose pil or gpu")
+        """The values come checked from `Settings` (harness/config.py, the one owner of the run settings' defaults
+        and checks); what only the resolved device can tell is checked here."""
         if self.decode == "gpu" and self.device_type != "cuda":
             raise UtabenchError(f"--decode gpu decodes JPEGs with nvjpeg on a CUDA device; this run's device is "
                                 f"{self.device}; use --decode pil (the default) or --device cuda")
-        if self.batch_size < 1:
-            raise UtabenchError(f"batch size must be positive, got {self.batch_size}")
         self.cache_dir = Path(self.cache_dir).expanduser()
 
     @property
@@ -101,9 +99,16 @@ class Setup:
         return asdict(self)
 
 
-def resolve_device(name: str, dist: DistInfo) -> str:
+def resolve_device_type(name: str) -> str:
+    """cuda or cpu for a device setting (auto: cuda when torch sees one)."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def resolve_device(name: str, dist: DistInfo) -> str:
+    """The torch device of this process for a device setting: its local rank's GPU on CUDA."""
+    name = resolve_device_type(name)
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UtabenchError("device cuda was asked for but torch sees no CUDA device; use --device cpu")

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, Optional
 
 from utabench.core.configfile import bundled_config
 from utabench.core.io import atomic_write_json
+from utabench.core.threads import cpu_threads
 
 REFERENCE_TIMES = "embedded-stage-times.json"
 PROBE = "machine:probe"  # the key of `probe()`'s seconds, here and in the bundled times
@@ -33,7 +34,6 @@ def probe() -> float:
     tokens, 4 AdamW steps; the best of 3): how fast this machine trains the embedded world's tiny models."""
     import torch
 
-    from utabench.core.threads import cpu_threads
 
     with cpu_threads(1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -38,6 +38,17 @@ class TableSpec:
     fill: str = EMBEDDED_FILL  # what gives the table its rows, said where it has none yet
 
 
+@dataclass(frozen=True)
+class AblationColumn:
+    """A downstream column of the pretraining-ablation tables (6-8) that a task's records feed: a task lists its own
+    in `Task.ablation_columns`."""
+
+    label: str
+    dataset_type: str  # as the records give it (a detection config's `coco`)
+    metric: str
+    position: int  # left to right among the downstream columns
+
+
 TABLES: Registry = Registry("table", "tables")
 
 

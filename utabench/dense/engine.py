@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from utabench.core.context import Setup
+from utabench.core.io import atomic_write
 from utabench.core.logs import chatter_to, quiet
 from utabench.training.setup import read_setup, setup_record
 
@@ -122,8 +123,6 @@ def export_finetuned(work_dir: Path) -> Path:
     """The last checkpoint's weights alone (no optimiser or scheduler state) as `finetuned.pth`, the file
     `--eval-only` takes."""
     import torch
-
-    from utabench.core.io import atomic_write
 
     state = torch.load(last_checkpoint(work_dir), map_location="cpu", weights_only=True)
     weights = {"meta": state.get("meta", {}), "state_dict": state["state_dict"]}

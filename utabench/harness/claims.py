@@ -13,9 +13,11 @@ Block-R's uniformity needs no records: it is measured on the mask generator itse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import pandas as pd
+
+from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
 
 TEACHER_MIN_TOP1 = 80.0  # the world teacher's IN-1K zero-shot top-1 (10 classes: chance 10)
 TEACHER_RECALL_OVER_RANDOM = 3.0  # mean retrieval recall, times the best random init's
@@ -223,7 +225,6 @@ def _llava(r: Records) -> List[Verdict]:
 
 
 def _block_r(_: Records) -> List[Verdict]:
-    from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
 
     prob = location_probability(MaskGenerator((16, 16), MaskSpec("block-r", 0.5)), 5000, 0)
     ratio = float(prob.max() / prob.min())

@@ -12,8 +12,14 @@ import sys
 from typing import List, Optional
 
 from utabench.core.errors import UtabenchError
-from utabench.harness.commands import COMMANDS, DEFAULT_RESULTS
-from utabench.harness.flags import literal_help
+from utabench.core.registry import DATASETS, TASKS
+from utabench.core.tablespec import TABLES
+from utabench.harness.commands import COMMANDS
+from utabench.harness.flags import add_schema_flags, literal_help
+from utabench.harness.plugins import load_all
+from utabench.harness.session import DEFAULT_RESULTS
+from utabench.pretrain.masking import MASKS
+from utabench.pretrain.objectives import OBJECTIVES
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,10 +33,12 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help=f"results directory (default: the config's, else ./{DEFAULT_RESULTS})")
     p.add_argument("--force", action="store_true", help="rerun jobs whose records are already complete")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size")
+    p.add_argument("--batch-size", help="evaluation batch per process (default 64); tasks that train (detection, "
+                   "segmentation, fine-tuning, LLaVA) train with their recipe's batch, and their records say which")
     p.add_argument("--workers", help="data-loader worker processes; auto (default): 0 on CPU, from the CPU and GPU "
                    "counts on CUDA")
-    p.add_argument("--precision", help="auto (default: amp_bf16 on CUDA, fp32 on CPU), fp32, amp_bf16 or amp_fp16")
+    p.add_argument("--precision", help="evaluation precision: auto (default: amp_bf16 on CUDA, fp32 on CPU), fp32, "
+                   "amp_bf16 or amp_fp16; tasks that train use their recipe's (its `precision` or optimiser wrapper)")
     p.add_argument("--threads", help="torch CPU threads")
     p.add_argument("--cache-dir", help="text classifiers and the embedded world (default ~/.cache/utabench)")
     p.add_argument("--skip-corrupt", action="store_true",
@@ -43,8 +51,6 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub) -> None:
-    from utabench.core.registry import DATASETS, TASKS
-    from utabench.harness.flags import add_schema_flags
 
     run = sub.add_parser("run", help="one task, one backbone, one dataset (`utabench run TASK --help`)")
     tasks = run.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=Parser)
@@ -98,7 +104,6 @@ def _add_status(sub) -> None:
 
 
 def _add_pretrain(sub) -> None:
-    from utabench.pretrain.objectives import OBJECTIVES
 
     pre = sub.add_parser("pretrain", help="pretrain a backbone: UTA, the MIM / FD / UTA+MIM baselines, a CLIP, "
                          "or a student's contrastive fine-tuning (clip-ft)")
@@ -119,7 +124,6 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_masks(sub) -> None:
-    from utabench.pretrain.masking import MASKS
 
     masks = sub.add_parser("masks", help="masking location probabilities (paper Fig. 3) as a PNG")
     masks.add_argument("--type", default="block-r", choices=MASKS.names())
@@ -132,7 +136,6 @@ def _add_masks(sub) -> None:
 
 
 def _add_tables(sub) -> None:
-    from utabench.core.tablespec import TABLES
 
     tables = sub.add_parser("tables", help="render the paper's tables from a results directory")
     tables.add_argument("--results", default=DEFAULT_RESULTS)
@@ -160,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        from utabench.harness.plugins import load_all
 
         load_all()
         try:

@@ -30,12 +30,14 @@ from pydantic import NonNegativeInt, PositiveInt, field_validator
 
 from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping, with_world
-from utabench.core.context import PRECISIONS
+from utabench.core.context import DECODERS, DEFAULT_BATCH_SIZE, PRECISIONS
 from utabench.core.errors import UtabenchError
 from utabench.core.paths import distinct_components
+from utabench.core.registry import TASKS
 from utabench.core.schema import Schema, unknown_key_message, validate, validated_dict
 from utabench.harness.paper import PaperSpec
 from utabench.pretrain.config import check_pretrain_entry, is_pretrain_entry
+from utabench.world.build import DEFAULT_COUNTS
 
 DEFAULT_CONFIG = "embedded.yaml"
 
@@ -52,16 +54,18 @@ class RunConfig:
 
 
 class Settings(Schema):
-    """Run settings (the config's `settings:`; command-line flags of the same names win)."""
+    """Run settings (the config's `settings:`; command-line flags of the same names win): the one place of their
+    defaults and checks. `batch_size` and `precision` are evaluation's: a task that trains (detection, segmentation,
+    fine-tuning, LLaVA) trains with its recipe's, and its records say so."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = DEFAULT_BATCH_SIZE
     workers: Union[int, str] = "auto"  # data-loader processes (auto: 0 on CPU, CPUs on CUDA)
     precision: Literal[("auto",) + PRECISIONS] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     threads: Optional[PositiveInt] = None  # torch CPU threads
     cache_dir: Optional[str] = None  # text classifiers, trained models, the embedded world
     skip_corrupt: bool = False
-    decode: Literal["pil", "gpu"] = "pil"  # gpu: batched nvjpeg decode and resize on the device (pixels differ a little)
+    decode: Literal[DECODERS] = "pil"  # gpu: batched nvjpeg decode and resize on the device (pixels differ a little)
     feature_cache: bool = True  # keep zero-shot / retrieval image features in the cache directory
     # run-all's stages at once, as worker processes (harness/parallel.py); auto: one per thread (at most 4) on a CPU,
     # 1 on CUDA or under torchrun
@@ -87,7 +91,6 @@ class WorldConfig(Schema):
     @field_validator("counts")
     @classmethod
     def _known_counts(cls, counts):
-        from utabench.world.build import DEFAULT_COUNTS
 
         for key in counts or {}:
             if key not in DEFAULT_COUNTS:
@@ -158,7 +161,6 @@ def _task_entries(task: str, section: Union[TaskSection, List[Dict[str, Any]]], 
                   notes: List[str]) -> List[Dict[str, Any]]:
     """A task's dataset entries, each checked, with the task's options merged in (the entry's own `options:` win;
     options written inline in an entry, the earlier layout, are read with a deprecation note)."""
-    from utabench.core.registry import TASKS
 
     runner = TASKS.get(task)()
     if isinstance(section, list):

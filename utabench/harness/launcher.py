@@ -15,18 +15,25 @@ processes (submitit's LocalExecutor): what the tests exercise on CPU.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from pydantic import PositiveInt
 
+from utabench.backbones.factory import parse_backbone_spec
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write_json
+from utabench.core.registry import TASKS
 from utabench.core.schema import Schema, flag_name, validate
+from utabench.harness.plugins import load_all
+from utabench.harness.runall import print_tables, run_all
+from utabench.harness.runner import evaluation_only, plan_jobs
+from utabench.harness.session import Request, open_session, request_from_args
+from utabench.harness.store import RecordLock, cell_name, is_done, read_record, record_files
 
 SWEEP = ".sweep"
 
@@ -72,21 +79,17 @@ class Stage:
     submitit calls `checkpoint` when the job is preempted or about to time out; the returned call is requeued as
     it is: training cells resume from their work directories, finished records are skipped."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = copy.copy(args)
-        self.args.launcher = "inline"
+    def __init__(self, request: Request):
+        self.request = request
 
     def __call__(self, cells: Optional[List[str]]) -> int:
-        from utabench.harness.commands import run_all
-        from utabench.harness.plugins import load_all
-
         job = _in_job_environment()
         load_all()
         try:
-            return run_all(self.args, cells=None if cells is None else set(cells), pretrain_only=cells is None)
+            return run_all(self.request, cells=None if cells is None else set(cells), pretrain_only=cells is None)
         except Exception as exc:  # a preemption's SystemExit is not a failure: submitit requeues it
             if job["rank"] == 0:
-                results = Path(self.args.results)
+                results = Path(self.request.results)
                 for cell in cells or ["pretraining"]:
                     atomic_write_json(_failure_path(results, cell), {
                         "cell": cell, "job_id": job["job_id"], "error": f"{type(exc).__name__}: {exc}",
@@ -96,7 +99,7 @@ class Stage:
     def checkpoint(self, cells: Optional[List[str]]):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(Stage(self.args), cells)
+        return submitit.helpers.DelayedSubmission(Stage(self.request), cells)
 
 
 def _executor(args, opts: LaunchSettings, folder: Path, gpus: int, name: str):
@@ -134,25 +137,18 @@ def _wait(jobs: Dict[str, object]) -> List[str]:
 
 def launch(args) -> int:
     """Submit the run's pending cells (pretraining first), wait for them, print the tables and a summary."""
-    from utabench.backbones.factory import parse_backbone_spec
-    from utabench.core.registry import TASKS
-    from utabench.harness.commands import prepare_run_all
-    from utabench.harness.report import write_report
-    from utabench.harness.runner import CHEAP_TASKS, plan_jobs  # cheap cells: one GPU, minutes: one job array
-    from utabench.harness.store import is_done, load_results
-    from utabench.harness.tables import render
-
     opts = launch_settings(args)
     if args.launcher == "slurm" and not _has_slurm():
         raise UtabenchError("--launcher slurm needs Slurm's sbatch on PATH (run it on a login node of the cluster); "
                             "use --launcher local to run the same jobs on this machine")
     # this process only submits: it checks everything and makes the world, on its CPU, whatever the jobs will use
-    cfg, ctx, results, resolver, _ = prepare_run_all(args, {"device": "cpu", "decode": "pil"})
-    args.results = str(results)
+    session = open_session(request_from_args(args), {"device": "cpu", "decode": "pil"})
+    cfg, results, resolver = session.config, session.results, session.resolver
+    request = replace(session.request, results=str(results), progress=False)  # the jobs log to files
     folder = sweep_dir(results) / "logs"
     manifest: Dict[str, Dict[str, object]] = {}
     if any(isinstance(entry, dict) and "pretrain" in entry for entry in cfg.backbones):
-        job = _executor(args, opts, folder, opts.gpus_per_job, "utabench-pretrain").submit(Stage(args), None)
+        job = _executor(args, opts, folder, opts.gpus_per_job, "utabench-pretrain").submit(Stage(request), None)
         manifest["pretraining"] = {"kind": "pretraining", **_paths(job)}
         _write_manifest(results, manifest)
         print(f"pretraining: job {job.job_id} (log {manifest['pretraining']['stderr']})")
@@ -164,17 +160,17 @@ def launch(args) -> int:
             if args.force or not is_done(job.path, parse_backbone_spec(job.backbone).to_dict())]
     for job in jobs:  # every dataset a cell needs is read and checked here, before anything is submitted
         TASKS.get(job.task)().load(job.dataset)
-    cheap = [job.cell for job in jobs if job.task in CHEAP_TASKS]
-    training = [job.cell for job in jobs if job.task not in CHEAP_TASKS]
+    cheap = [job.cell for job in jobs if evaluation_only(job.task)]  # one GPU, minutes: one job array
+    training = [job.cell for job in jobs if not evaluation_only(job.task)]
     submitted: Dict[str, object] = {}
     if cheap:
         executor = _executor(args, opts, folder, 1, "utabench-eval")
         with executor.batch():
             for cell in cheap:
-                submitted[cell] = executor.submit(Stage(args), [cell])
+                submitted[cell] = executor.submit(Stage(request), [cell])
     executor = _executor(args, opts, folder, opts.gpus_per_job, "utabench-train")
     for cell in training:
-        submitted[cell] = executor.submit(Stage(args), [cell])
+        submitted[cell] = executor.submit(Stage(request), [cell])
     for cell, job in submitted.items():
         manifest[cell] = {"kind": "eval" if cell in cheap else "training", **_paths(job)}
         _failure_path(results, cell).unlink(missing_ok=True)
@@ -182,17 +178,13 @@ def launch(args) -> int:
     print(f"submitted {len(cheap)} evaluation cells (one array of 1-GPU jobs) and {len(training)} training cells "
           f"({opts.gpus_per_job} processes each) through {args.launcher}; `utabench status --results {results}`")
     failed = _wait(submitted)
-    print()
-    print(render(load_results(results), "markdown", with_paper=False))
-    print(f"report: {write_report(results, results / 'report.html')}")
+    print_tables(results)
     print(f"{len(submitted) - len(failed)} cells done, {len(failed)} failed"
           + (f" (logs: `utabench status --results {results}`)" if failed else ""))
     return 1 if failed else 0
 
 
 def _has_slurm() -> bool:
-    import shutil
-
     return shutil.which("sbatch") is not None
 
 
@@ -205,8 +197,6 @@ def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
     """Each cell's state: done (its record is complete), running (its record's lock names a live process), failed (its job
     wrote a failure file and there is no record), pending (submitted, not started or requeued). The pretraining
     job has no record: it is done once the cells after it were submitted."""
-    from utabench.harness.store import RecordLock, cell_name, read_record, record_files
-
     results = Path(results)
     manifest_path = sweep_dir(results) / "manifest.json"
     cells = json.loads(manifest_path.read_text())["cells"] if manifest_path.is_file() else {}
@@ -219,7 +209,7 @@ def cell_states(results: Path) -> Dict[str, Dict[str, object]]:
         lock = RecordLock(record)
         if cell == "pretraining" and not failure.is_file():  # the cells are submitted once it has succeeded
             state = {"state": "done" if len(cells) > 1 else "running"}
-        elif record.is_file() and (read_record(record) or {}).get("status") in ("complete", "not_applicable"):
+        elif getattr(read_record(record), "done", False):  # a record of this format, finished
             state = {"state": "done"}
         elif lock.is_held():
             state = {"state": "running", "holder": lock.holder()}

@@ -25,9 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
+
+from utabench.backbones.factory import parse_backbone_spec
 from utabench.core.errors import UtabenchError
 from utabench.core.progress import Progress
+from utabench.harness.plugins import load_all
+from utabench.harness.runner import evaluation_only, load_datasets, plan_jobs, run_jobs, summary_row
 from utabench.harness.schedule import Planned, next_to_start, time_left
+from utabench.harness.session import Request, Session, open_session
+from utabench.harness.store import is_done
 from utabench.pretrain.config import config_path, is_pretrain_entry
 from utabench.pretrain.teacher_cache import sharing_key
 
@@ -67,19 +74,14 @@ def auto_parallel(parallel, device_type: str, world_size: int, budget: int) -> i
 _WORKER: Dict[str, Any] = {}
 
 
-def _init_worker(args, datasets: Dict[tuple, Any]) -> None:
-    """Fill the registries and set up as run-all does, without progress bars (several workers share one terminal);
-    `datasets`: what the main process loaded, so that no worker lists them again. A failure is kept and raised by the
-    first stage: a pool whose initializer raises would start replacement workers forever."""
-    from utabench.harness.commands import prepare_run_all
-    from utabench.harness.plugins import load_all
-
-    args.no_progress = True
+def _init_worker(request: Request, datasets: Dict[tuple, Any]) -> None:
+    """Fill the registries and open the session as run-all does, without progress bars (several workers share one
+    terminal); `datasets`: what the main process loaded, so that no worker lists them again. A failure is kept and
+    raised by the first stage: a pool whose initializer raises would start replacement workers forever."""
     try:
         load_all()
         lines: List[str] = []
-        cfg, ctx, results, resolver, progress = prepare_run_all(args, log=lines.append)
-        _WORKER.update(args=args, ctx=ctx, resolver=resolver, progress=progress, lines=lines, datasets=datasets)
+        _WORKER.update(session=open_session(request, log=lines.append), lines=lines, datasets=datasets)
     except BaseException as exc:  # noqa: B036  (handed to the first stage, which raises it in the main process)
         _WORKER["error"] = exc
 
@@ -87,21 +89,18 @@ def _init_worker(args, datasets: Dict[tuple, Any]) -> None:
 def _run_stage(kind: str, payload: Any, threads: int) -> Dict[str, Any]:
     """Run one stage in this worker: returns its result (a job stage's summary rows; nothing for a pretraining run,
     whose backbone entries the main process reads from the cache), its log lines and its stage times."""
-    import torch
-
-    from utabench.harness.runner import run_jobs
-
     if "error" in _WORKER:
         raise _WORKER["error"]
     torch.set_num_threads(threads)
-    lines, progress = _WORKER["lines"], _WORKER["progress"]
+    session, lines = _WORKER["session"], _WORKER["lines"]
+    progress = session.progress
     lines.clear()
     progress.times.clear()
     result = None
     if kind == "pretrain":
-        _WORKER["resolver"].resolve_entry(copy.deepcopy(payload))
+        session.resolver.resolve_entry(copy.deepcopy(payload))
     else:
-        result = run_jobs(payload, _WORKER["ctx"], force=_WORKER["args"].force, log=lines.append, progress=progress,
+        result = run_jobs(payload, session.ctx, force=session.request.force, log=lines.append, progress=progress,
                           loaded=_WORKER["datasets"])
     return {"result": result, "lines": list(lines), "times": dict(progress.times)}
 
@@ -150,17 +149,13 @@ def _add_pretraining(plan: _Plan, resolver, entry: Dict[str, Any], budget: int, 
 def _job_stages(entry: Dict[str, Any], tasks, results: Path, force: bool, threads: int, order: int,
                 summary: List[Dict[str, str]]) -> List[Stage]:
     """The stages of a (resolved) backbone's pending jobs; its finished jobs go into the summary."""
-    from utabench.backbones.factory import parse_backbone_spec
-    from utabench.harness.runner import CHEAP_TASKS, plan_jobs, summary_row
-    from utabench.harness.store import is_done
-
     groups: Dict[Tuple[str, ...], List] = {}
     for job in plan_jobs([entry], tasks, results):
         if not force and is_done(job.path, parse_backbone_spec(job.backbone).to_dict()):
             summary.append(summary_row(job, "skipped (done)"))
             continue
         # cheap tasks: one stage per backbone and task; the others one per dataset
-        group = (job.task,) if job.task in CHEAP_TASKS else (job.task, job.dataset["name"])
+        group = (job.task,) if evaluation_only(job.task) else (job.task, job.dataset["name"])
         groups.setdefault(group, []).append(job)
     stages = []
     for group, jobs in groups.items():
@@ -198,12 +193,11 @@ def _left(progress: Progress, pending: Dict[str, Stage], running: Dict[str, Stag
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, workers: int,
-                 budget: int) -> List[Dict[str, str]]:
-    """Run every pending stage of the config on `workers` processes within `budget` threads; returns the summary
-    rows of every job (as `run_jobs` does)."""
-    from utabench.harness.runner import load_datasets
-
+def run_parallel(session: Session, workers: int) -> List[Dict[str, str]]:
+    """Run every pending stage of the session's config on `workers` processes within its thread budget; returns the
+    summary rows of every job (as `run_jobs` does)."""
+    cfg, results, resolver, progress = session.config, session.results, session.resolver, session.progress
+    budget, force = session.thread_budget, session.request.force
     # bad input fails here, before anything is trained; the workers get what is loaded
     loaded = load_datasets([(task, dataset) for task, datasets in cfg.tasks.items() for dataset in datasets])
     job_threads = max(1, budget // workers)
@@ -213,7 +207,7 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
             name = entry.get("name") or entry["pretrain"]
             _add_pretraining(plan, resolver, entry, budget, order, name, cfg.tasks)
             entry = plan.entries.get(name)
-        for stage in _job_stages(entry, cfg.tasks, results, args.force, job_threads, order, summary) if entry else ():
+        for stage in _job_stages(entry, cfg.tasks, results, force, job_threads, order, summary) if entry else ():
             plan.stages[stage.name] = stage
     pending = dict(plan.stages)
     if not pending:  # everything is done: no workers to start
@@ -223,7 +217,7 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
     finished: set = set()
     replies: "queue.SimpleQueue" = queue.SimpleQueue()
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(args, loaded))
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(session.request, loaded))
     started = 0
     try:
         while pending or running:
@@ -255,7 +249,7 @@ def run_parallel(args, cfg, ctx, results: Path, resolver, progress: Progress, wo
                 if resolved is None:
                     raise UtabenchError(f"pretraining {entry['pretrain']} finished but the cache lacks its output; "
                                         "rerun")
-                for job_stage in _job_stages(resolved, cfg.tasks, results, args.force, job_threads, stage.order,
+                for job_stage in _job_stages(resolved, cfg.tasks, results, force, job_threads, stage.order,
                                              summary):
                     pending[job_stage.name] = job_stage
         pool.close()

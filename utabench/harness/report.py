@@ -17,8 +17,11 @@ import pandas as pd
 
 from utabench.core.io import atomic_write_text, read_jsonl
 from utabench.core.tablespec import TABLES, table_numbers
-from utabench.harness.store import iter_records, load_results
+from utabench.harness.record import Record
+from utabench.harness.record import frame as records_frame
+from utabench.harness.store import read_records
 from utabench.harness.tables import table_blocks
+from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -44,19 +47,19 @@ def _tables(records: pd.DataFrame) -> List[str]:
     return out
 
 
-def _bar_charts(records: List[dict]) -> List[str]:
+def _bar_charts(records: List[Record]) -> List[str]:
     """Per task: each dataset's first metric, one bar per backbone."""
     import matplotlib.pyplot as plt
 
     by_task: Dict[str, Dict[Tuple[str, str], float]] = {}
     metric_of: Dict[str, str] = {}
     for record in records:
-        if record.get("status") != "complete" or not record.get("metrics"):
+        if record.status != "complete" or not record.metrics:
             continue
-        task = record["task"]
-        metric = metric_of.setdefault(task, next(iter(record["metrics"])))
-        if metric in record["metrics"]:
-            by_task.setdefault(task, {})[(record["dataset"], record["backbone"])] = record["metrics"][metric]
+        task = record.task
+        metric = metric_of.setdefault(task, next(iter(record.metrics)))
+        if metric in record.metrics:
+            by_task.setdefault(task, {})[(record.dataset, record.backbone)] = record.metrics[metric]
     out = []
     for task, values in by_task.items():
         frame = pd.Series(values).unstack()  # rows: datasets, columns: backbones
@@ -68,16 +71,16 @@ def _bar_charts(records: List[dict]) -> List[str]:
     return out
 
 
-def _training_logs(records: List[dict]) -> Dict[str, Path]:
+def _training_logs(records: List[Record]) -> Dict[str, Path]:
     """{label: log.jsonl} of the pretraining runs behind the backbones and the fine-tuning runs of the records."""
     logs = {}
     for record in records:
-        checkpoint = (record.get("provenance", {}).get("backbone") or {}).get("checkpoint")
-        if record.get("pretrain") and checkpoint:
-            logs[f"pretraining: {record['backbone']} ({record['pretrain'].get('objective')})"] = Path(checkpoint)
-        finetuned = record.get("provenance", {}).get("task_details", {}).get("finetuned")
-        if finetuned and record["task"] == "finetune-classification":
-            logs[f"fine-tuning: {record['backbone']} on {record['dataset']}"] = Path(finetuned)
+        checkpoint = (record.backbone_spec or {}).get("checkpoint")
+        if record.pretrain and checkpoint:
+            logs[f"pretraining: {record.backbone} ({record.pretrain.get('objective')})"] = Path(checkpoint)
+        finetuned = record.provenance.get("task_details", {}).get("finetuned")
+        if finetuned and record.task == "finetune-classification":
+            logs[f"fine-tuning: {record.backbone} on {record.dataset}"] = Path(finetuned)
     found = {}
     for label, path in logs.items():
         for folder in (path.parent, path.parent.parent):
@@ -87,7 +90,7 @@ def _training_logs(records: List[dict]) -> Dict[str, Path]:
     return found
 
 
-def _curves(records: List[dict]) -> List[str]:
+def _curves(records: List[Record]) -> List[str]:
     import matplotlib.pyplot as plt
 
     logs = _training_logs(records)
@@ -111,7 +114,6 @@ def _curves(records: List[dict]) -> List[str]:
 def _masking_map(samples: int = 2000) -> str:
     import matplotlib.pyplot as plt
 
-    from utabench.pretrain.masking import MaskGenerator, MaskSpec, location_probability
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
     for ax, kind in zip(axes, ("block", "block-r")):
@@ -123,11 +125,11 @@ def _masking_map(samples: int = 2000) -> str:
     return _png(fig)
 
 
-def _provenance(records: List[dict]) -> List[str]:
+def _provenance(records: List[Record]) -> List[str]:
     out = []
     for record in records:
-        title = f"{record['backbone']} / {record['task']} / {record['dataset']}: {record.get('status')}"
-        body = html.escape(json.dumps(record, indent=1, default=str))
+        title = f"{record.backbone} / {record.task} / {record.dataset}: {record.status}"
+        body = html.escape(json.dumps(record.to_dict(), indent=1, default=str))
         out.append(f"<details><summary>{html.escape(title)}</summary><pre>{body}</pre></details>")
     return out
 
@@ -137,8 +139,8 @@ def write_report(results: Path, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    records = list(iter_records(results))
-    frame = load_results(results)
+    records = read_records(results)
+    frame = records_frame(records)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>utabench report: {html.escape(str(results))}"
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>utabench report</h1><p>{len(records)} records in {html.escape(str(results))}</p>",

@@ -22,9 +22,13 @@ from utabench.core.fingerprint import fingerprint
 from utabench.core.progress import Progress
 from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
+from utabench.harness.record import Record
 from utabench.harness.store import RecordLock, cell_name, is_done, read_record, record_path, write_record
 
-CHEAP_TASKS = ("zeroshot-classification", "retrieval")  # evaluation only, seconds to minutes a dataset; the rest train
+
+def evaluation_only(task: str) -> bool:
+    """Whether a task's jobs only evaluate (`Task.cost`): seconds to minutes a dataset, one GPU each."""
+    return TASKS.get(task).cost == "evaluation"
 
 
 @dataclass
@@ -69,25 +73,20 @@ def _same_names(path: Path, backbone: str, dataset: str) -> None:
     if not record:
         return
     for what, ours in (("backbone", backbone), ("dataset", dataset)):
-        theirs = record.get(what)
-        if isinstance(theirs, str) and theirs != ours:
+        theirs = getattr(record, what)
+        if theirs != ours:
             raise UtabenchError(f"{path} holds the record of {what} {theirs!r}, which is stored under the same file "
                                 f"name as {what} {ours!r}; give {ours!r} a name that differs in letters, digits, '.', "
                                 "'_' or '-', or use another results directory")
 
 
-def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float) -> Dict:
+def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float) -> Record:
     info = asdict(backbone.info)
-    record = {
-        "status": status,
-        "backbone": job.backbone_key,
-        "task": job.task,
-        "dataset": job.dataset["name"],
-        "dataset_type": job.dataset["type"],
-        "metrics": out.metrics if out else {},
-        "paper": job.paper,
-        "pretrain": job.pretrain,
-        "provenance": {
+    return Record(
+        status=status, backbone=job.backbone_key, task=job.task, dataset=job.dataset["name"],
+        dataset_type=job.dataset["type"], metrics=out.metrics if out else {}, paper=job.paper, pretrain=job.pretrain,
+        reason=reason,
+        provenance={
             "backbone": backbone.spec.to_dict(),
             "backbone_info": info,
             "checkpoint_sha256": info["weights_sha256"],
@@ -96,9 +95,11 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
                         "num_images": out.num_images if out else None,
                         "skipped_images": out.skipped_images if out else None},
             "task_details": out.details if out else {},
-            "run": {"device": ctx.device, "precision": ctx.precision, "batch_size": ctx.batch_size,
-                    "workers": ctx.workers, "world_size": ctx.dist.world_size, "decode": ctx.decode,
-                    "feature_cache": ctx.feature_cache},
+            # how the numbers were made: the evaluation's setup (the run's settings, or the recipe's where the task
+            # evaluates with its own) and each training stage's, as the task ran them
+            "evaluation": {**(out.evaluation or ctx.setup()).to_dict(), "workers": ctx.workers,
+                           "decode": ctx.decode, "feature_cache": ctx.feature_cache} if out else None,
+            "training": {stage: setup.to_dict() for stage, setup in out.training.items()} if out else {},
             "device": provenance.device_description(ctx.device),
             "code_version": provenance.code_version(),
             "libraries": provenance.library_versions(),
@@ -109,10 +110,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
             "host": provenance.host(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
-    }
-    if reason:
-        record["reason"] = reason
-    return record
+    )
 
 
 def summary_row(job: Job, status: str) -> Dict[str, str]:

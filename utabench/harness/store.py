@@ -12,15 +12,13 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
 from utabench.core.io import atomic_write_json
 from utabench.core.paths import path_component
-
-SCHEMA_VERSION = 1  # of the record format; a record of another version is run again
-DONE = ("complete", "not_applicable")
+from utabench.harness.record import Record, frame
 
 
 def record_path(results: Path, backbone: str, task: str, dataset: str) -> Path:
@@ -29,14 +27,16 @@ def record_path(results: Path, backbone: str, task: str, dataset: str) -> Path:
             / f"{path_component(dataset, 'dataset name')}.json")
 
 
-def write_record(path: Path, record: Dict[str, Any]) -> None:
-    atomic_write_json(path, {"schema": SCHEMA_VERSION, **record})
+def write_record(path: Path, record: Record) -> None:
+    atomic_write_json(path, record.to_dict())
 
 
-def read_record(path: Path) -> Optional[Dict[str, Any]]:
+def read_record(path: Path) -> Optional[Record]:
+    """The record of a file; None for a file that is missing, damaged or not a record."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        raw = json.loads(Path(path).read_text())
+        return Record.from_dict(raw) if isinstance(raw, dict) else None
+    except (OSError, json.JSONDecodeError, TypeError):
         return None
 
 
@@ -44,9 +44,7 @@ def is_done(path: Path, backbone: Optional[Dict[str, Any]] = None) -> bool:
     """A finished record of this record format, made by the same backbone spec (weights path and options) when one
     is given: a changed backbone under the same name is rerun."""
     record = read_record(path)
-    if not record or record.get("status") not in DONE or record.get("schema") != SCHEMA_VERSION:
-        return False
-    return backbone is None or record.get("provenance", {}).get("backbone") == backbone
+    return bool(record and record.done and (backbone is None or record.backbone_spec == backbone))
 
 
 def cell_name(record: Path) -> str:
@@ -60,16 +58,14 @@ def record_files(results: Path) -> List[Path]:
     return [path for path in sorted(Path(results).glob("*/*/*.json")) if not path.parent.parent.name.startswith(".")]
 
 
-def iter_records(results: Path) -> Iterator[Dict[str, Any]]:
-    for path in record_files(results):
-        record = read_record(path)
-        if record is not None:
-            yield record
+def read_records(results: str | Path) -> List[Record]:
+    """The readable records of a results directory."""
+    return [record for record in map(read_record, record_files(Path(results))) if record is not None]
 
 
 def load_results(results: str | Path) -> pd.DataFrame:
     """All records of a results directory as one flat DataFrame (metrics.top1, provenance.wall_seconds, ...)."""
-    return pd.json_normalize(list(iter_records(Path(results))))
+    return frame(read_records(results))
 
 
 class RecordLock:

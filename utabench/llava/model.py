@@ -22,6 +22,7 @@ from torch import nn
 
 from utabench.core.errors import UtabenchError
 from utabench.llava.encoder import FrozenEncoder
+from utabench.llava.projector import build_projector, load_projector
 
 
 @dataclass
@@ -115,7 +116,6 @@ def host(encoder: FrozenEncoder, projector: nn.Module, llm: nn.Module, tokenizer
 def build(backbone, encoder_spec, projector_type: str, llm_path: str | Path, dtype: torch.dtype,
           projector_path: Optional[str | Path] = None) -> HostedLlava:
     """Stage-1 start: a fresh (or given) projector between the frozen encoder and the LLM from `llm_path`."""
-    from utabench.llava.projector import build_projector, load_projector
 
     encoder = FrozenEncoder(backbone, encoder_spec)
     llm, tokenizer = load_llm(llm_path, dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from utabench.core.errors import UtabenchError
@@ -86,7 +87,6 @@ def llava_config(hosted: HostedLlava, meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def save_llava(hosted: HostedLlava, out_dir: Path, meta: Dict[str, Any]) -> None:
     """A stage-2 model in the original LLaVA layout (safetensors), written atomically as a folder."""
-    from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {f"model.{k}": v for k, v in hosted.model.model.language_model.state_dict().items()}

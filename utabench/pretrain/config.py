@@ -44,6 +44,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_va
 from utabench.backbones.factory import check_entry
 from utabench.core.configfile import bundled_config, expand_env, read_yaml_mapping
 from utabench.core.errors import UtabenchError
+from utabench.core.published import published_table
 from utabench.core.schema import Schema, check_keys, validated_dict
 from utabench.pretrain.data import SOURCES
 from utabench.pretrain.masking import MASKS
@@ -106,7 +107,6 @@ class PaperAblation(Schema):
 
     @model_validator(mode="after")
     def _published(self):
-        from utabench.core.published import published_table
 
         rows = list(published_table(f"paper_table{self.table}.csv")["config"])
         if self.row not in rows:

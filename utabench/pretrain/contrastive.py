@@ -15,6 +15,7 @@ from typing import Any, Dict
 import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import save_file
 
 import utabench.backbones.openclip  # noqa: F401  (adds utabench's open_clip model configs)
 from utabench.core.distributed import DistInfo
@@ -55,7 +56,6 @@ class ContrastiveRecipe:
         return self.loss_fn(image_features.float(), text_features.float(), logit_scale.float())
 
     def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
-        from safetensors.torch import save_file
 
         path = Path(out_dir) / "final.safetensors"
         state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
+from safetensors.torch import save_file
 from timm.optim import create_optimizer_v2
 from timm.optim._param_groups import param_groups_layer_decay
 from torch import nn
@@ -186,7 +187,6 @@ class ContrastiveFinetuneRecipe:
         return self.loss_fn(image_features.float(), text_features.float(), self.module.logit_scale)
 
     def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
-        from safetensors.torch import save_file
 
         name = _config_name(self.config, Path(out_dir))
         state = timm_to_release(self.module.visual, self.module.text.state_dict(), self.config["vision"]["pt_seq_len"],

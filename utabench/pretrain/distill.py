@@ -16,6 +16,7 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import save_file
 
 from utabench.backbones.base import Backbone
 from utabench.backbones.factory import build_backbone
@@ -155,7 +156,6 @@ class DistillRecipe:
         return self.objective.loss(pred, target, keep, mask)
 
     def export(self, out_dir: Path, steps: int) -> Dict[str, Any]:
-        from safetensors.torch import save_file
 
         logit_scale = None
         scale = self.teacher.text_state().get("logit_scale") if self.text_state else None

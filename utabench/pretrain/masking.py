@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
+from PIL import Image
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import Registry
@@ -106,7 +107,6 @@ def location_probability(generator: MaskGenerator, samples: int, seed: int = 0) 
 def write_probability_png(prob: np.ndarray, path: Path, cell: int = 24) -> None:
     """A heat map of `prob` (dark blue = rarely masked, yellow = often), each location a `cell`-pixel square,
     scaled between the map's own min and max."""
-    from PIL import Image
 
     low, high = float(prob.min()), float(prob.max())
     t = (prob - low) / (high - low) if high > low else np.zeros_like(prob)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Optional
 from utabench.core.distributed import DistInfo
 from utabench.core.threads import cpu_threads
 from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
+from utabench.pretrain.flops import step_flops
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
 from utabench.training.trainer import Trainer, finished_run
@@ -31,7 +32,6 @@ def pretrain(cfg: Dict[str, Any], out_dir: Path, device: str = "cpu", dist: Dist
         return meta
     recipe = build_recipe(cfg, device, dist)
     if getattr(recipe, "teacher", None) is not None:  # distillation: the student's cost beside the teacher's
-        from utabench.pretrain.flops import step_flops
 
         recipe.flops = step_flops(recipe, batch_size=4, device=device)
         log(f"FLOPs per image and step: student {recipe.flops['student_per_image'] / 1e9:.3f} G, teacher "

@@ -16,19 +16,24 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from utabench.core.published import published_table
+from utabench.core.registry import TASKS
 from utabench.core.tablespec import TABLES, TableSpec, register_table
 from utabench.pretrain.objectives import OBJECTIVES
 
 TABLE6_ORDER = ("fd", "mim", "uta+mim", "uta", "clip-ft", "clip")  # the paper's row order, then ours
-# (column, task, dataset type, metric): the downstream columns of Tables 6-8
-DOWNSTREAM: Tuple[Tuple[str, str, str, str], ...] = (
-    ("FT", "finetune-classification", "imagenet", "top1"),
-    ("COCO APbox", "detection", "coco", "box_ap"), ("COCO APmask", "detection", "coco", "mask_ap"),
-    ("LVIS APbox", "detection", "lvis", "box_ap"), ("LVIS APmask", "detection", "lvis", "mask_ap"),
-    ("ADE20K mIoU", "segmentation", "ade20k", "mIoU"),
-)
-# Table 6's columns that the published table has: ours -> its
-TABLE6_PAPER = {"FLOPs (× FD)": "FLOPs", "ZS IN-1K": "ZS", **{name: name for name, *_ in DOWNSTREAM}}
+
+
+def downstream() -> List[Tuple[str, str, str, str]]:
+    """(column, task, dataset type, metric): the downstream columns of Tables 6-8, as the tasks declare them
+    (`Task.ablation_columns`), left to right."""
+    columns = [(c.position, c.label, name, c.dataset_type, c.metric) for name in TASKS.names()
+               for c in getattr(TASKS.get(name), "ablation_columns", ())]
+    return [column[1:] for column in sorted(columns)]
+
+
+def table6_paper() -> Dict[str, str]:
+    """Table 6's columns that the published table has: ours -> its."""
+    return {"FLOPs (× FD)": "FLOPs", "ZS IN-1K": "ZS", **{name: name for name, *_ in downstream()}}
 
 
 def label(objective: str) -> str:
@@ -64,7 +69,7 @@ def _teacher_of(records: pd.DataFrame) -> Dict[str, str]:
 
 
 def _downstream(records: pd.DataFrame, backbone: str) -> Dict[str, float]:
-    return {name: _scores(records, task, kind, metric).get(backbone) for name, task, kind, metric in DOWNSTREAM}
+    return {name: _scores(records, task, kind, metric).get(backbone) for name, task, kind, metric in downstream()}
 
 
 def _paper_and_delta(table: int, row: str, ours: Dict[str, Any], names: Dict[str, str]) -> Tuple[dict, dict]:
@@ -115,7 +120,7 @@ def objective_rows(records: pd.DataFrame) -> List[dict]:
     for ours, row in rows:
         out.append(ours)
         if row is not None:
-            paper, delta = _paper_and_delta(6, row, ours, TABLE6_PAPER)
+            paper, delta = _paper_and_delta(6, row, ours, table6_paper())
             blank = {key: None for key in ours} | {"table": 6, "objective": "", "from": ""}
             out += [{**blank, "backbone": "↳ paper", "objective": row, **paper},
                     {**blank, "backbone": "↳ Δ (ours − paper)", **delta}]

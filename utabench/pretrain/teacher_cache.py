@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from utabench.core.fingerprint import json_digest, stat_fingerprint
 from utabench.core.io import atomic_write
@@ -61,7 +62,6 @@ class TeacherTokenCache:
         return self.folder / f"epoch-{epoch:05d}-rank-{self.rank}.safetensors"
 
     def _load(self, epoch: int) -> None:
-        from safetensors.torch import load_file
 
         self._epoch, self._rows, self._tokens, self._pending = epoch, None, None, {}
         path = self._path(epoch)
@@ -90,7 +90,6 @@ class TeacherTokenCache:
         for i, row in zip(index.tolist(), tokens.detach().cpu()):
             self._pending[i] = row
         if len(self._pending) >= self.per_epoch:
-            from safetensors.torch import save_file
 
             order = sorted(self._pending)
             stored = {"index": torch.tensor(order, dtype=torch.long),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.paths import path_component
 from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema, check_keys, validated_dict
+from utabench.core.tablespec import AblationColumn
 
 
 class DatasetBase(Schema):
@@ -41,10 +42,24 @@ class TaskOutput:
 
 
 class Task:
+    """A task and the facts about it that the harness reads: the dataset types it reads (a plugin adds one with
+    `reads`), the options it takes, what a job of it costs and the ablation-table columns it feeds."""
+
     name: str = ""
     dataset_types: Tuple[str, ...] = ()
     dataset_aliases: Dict[str, str] = {}
     options: Type[Schema] = Schema  # the task's own keys of a dataset entry
+    # "evaluation": no training, seconds to minutes a dataset (a launcher's array of 1-GPU jobs; one --parallel stage
+    # per backbone); "training": it trains (a multi-GPU job; one stage per dataset)
+    cost: Literal["evaluation", "training"] = "training"
+    ablation_columns: Tuple[AblationColumn, ...] = ()  # its columns in Tables 6-8
+
+    @classmethod
+    def reads(cls, dataset_type: str) -> None:
+        """Let this task read another (registered) dataset type: how a plugin adds a dataset type to a task."""
+        DATASETS.get(dataset_type)
+        if dataset_type not in cls.dataset_types:
+            cls.dataset_types = cls.dataset_types + (dataset_type,)
 
     def entry(self, cfg: Dict[str, Any], where: str = "") -> Dict[str, Any]:
         """The dataset entry checked against its type's and this task's schemas, values converted (e.g. `iters`

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
-from utabench.core.tablespec import TableSpec, register_table
+from utabench.core.tablespec import AblationColumn, TableSpec, register_table
 from utabench.tasks.dense import DenseTask
 
 _COCO = {"box_ap": "bbox_mAP", "box_ap50": "bbox_mAP_50", "box_ap75": "bbox_mAP_75", "box_aps": "bbox_mAP_s",
@@ -33,6 +33,9 @@ class Detection(DenseTask):
     dataset_aliases = {"coco": "coco-instances"}
     kind_of_type = {"coco-instances": "coco", "lvis": "lvis"}
     training_stage = "detector"
+    ablation_columns = tuple(AblationColumn(f"{kind.upper()} AP{what}", kind, f"{what}_ap", position)
+                             for position, (kind, what) in enumerate(
+                                 (("coco", "box"), ("coco", "mask"), ("lvis", "box"), ("lvis", "mask")), start=2))
 
     def metrics(self, raw, kind):
         return detection_metrics(raw, kind)

@@ -26,12 +26,17 @@ from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.core.schema import Schema
+from utabench.core.tablespec import AblationColumn
 from utabench.datasets.images import ImageList, dataset_root, list_images
+from utabench.finetune.config import load_finetune_recipe
+from utabench.finetune.model import Classifier
+from utabench.finetune.recipe import FinetuneRecipe, eval_transform
 from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.features import extract
 from utabench.tasks.metrics import topk_accuracy
 from utabench.training.fingerprint import run_fingerprint
 from utabench.training.setup import read_setup
+from utabench.training.trainer import Trainer, finished_run
 
 
 class FinetuneOptions(Schema):
@@ -69,9 +74,9 @@ class FinetuneClassification(Task):
     name = "finetune-classification"
     dataset_types = ("imagenet", "imagenet-v2", "imagenet-sketch", "imagefolder")
     options = FinetuneOptions
+    ablation_columns = (AblationColumn("FT", "imagenet", "top1", 1),)
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
-        from utabench.finetune.config import load_finetune_recipe
 
         options = options or self.options_of({})
         recipe = load_finetune_recipe(options["recipe"] or ("ftclip-b16" if backbone.info.depth <= 12
@@ -92,8 +97,6 @@ class FinetuneClassification(Task):
     def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any], Optional[Setup]]:
         """The fine-tuned weights (trained now or found in the cache), details of the training and the setup it
         recorded."""
-        from utabench.finetune.recipe import FinetuneRecipe
-        from utabench.training.trainer import Trainer, finished_run
 
         root, samples = train_samples(data, options["train"])
         listing = hashlib.sha256("\n".join(f"{p.relative_to(root)}:{y}" for p, y in samples).encode()).hexdigest()
@@ -112,8 +115,6 @@ class FinetuneClassification(Task):
                                           "work_dir": str(out)}, read_setup(meta)
 
     def _evaluate(self, weights: Path, recipe, backbone, data, ctx) -> Tuple[Dict[str, float], float]:
-        from utabench.finetune.model import Classifier
-        from utabench.finetune.recipe import eval_transform
 
         if not weights.is_file():
             raise UtabenchError(f"fine-tuned weights {weights} do not exist; pass a finetuned.safetensors")

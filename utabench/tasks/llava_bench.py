@@ -22,6 +22,17 @@ from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.core.schema import Schema
 from utabench.core.tablespec import TableSpec, register_table
+from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
+from utabench.llava.judge import make_judge, summarize
+from utabench.llava.model import llm_dtype
+from utabench.llava.pipeline import (
+    load_finetuned,
+    load_recipe,
+    stage_config,
+    stage_setup,
+    train_stage,
+    weights_fingerprint,
+)
 from utabench.tasks.base import Task, TaskOutput
 
 METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",
@@ -85,8 +96,6 @@ class LlavaOptions(Schema):
 
     @model_validator(mode="after")
     def _recipe_and_judge(self):
-        from utabench.llava.judge import make_judge
-        from utabench.llava.pipeline import load_recipe
 
         load_recipe(self.recipe, self.overrides)  # a bad recipe or override fails before any model is built
         make_judge(self.judge)
@@ -100,17 +109,6 @@ class LlavaBench(Task):
     options = LlavaOptions
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
-        from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
-        from utabench.llava.judge import make_judge, summarize
-        from utabench.llava.model import llm_dtype
-        from utabench.llava.pipeline import (
-            load_finetuned,
-            load_recipe,
-            stage_config,
-            stage_setup,
-            train_stage,
-            weights_fingerprint,
-        )
 
         if ctx.work_dir is None:
             raise UtabenchError(f"task {self.name} trains: it needs a work directory (run it through the runner)")

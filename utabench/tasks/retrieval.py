@@ -38,6 +38,7 @@ def encode_texts(backbone, texts, ctx) -> torch.Tensor:
 @TASKS.register("retrieval", help="zero-shot text/image retrieval R@1/5/10 (Table 2): Flickr30k, COCO Karpathy test")
 class Retrieval(Task):
     name = "retrieval"
+    cost = "evaluation"
     dataset_types = ("flickr30k", "coco")
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:

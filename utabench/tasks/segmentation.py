@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
-from utabench.core.tablespec import TableSpec, register_table
+from utabench.core.tablespec import AblationColumn, TableSpec, register_table
 from utabench.tasks.dense import DenseTask
 
 
@@ -14,6 +14,7 @@ class Segmentation(DenseTask):
     dataset_types = ("ade20k",)
     kind_of_type = {"ade20k": "ade20k"}
     training_stage = "segmentor"
+    ablation_columns = (AblationColumn("ADE20K mIoU", "ade20k", "mIoU", 6),)
 
     def metrics(self, raw, kind):
         return {name: round(float(raw[name]), 2) for name in ("mIoU", "mAcc", "aAcc") if name in raw}  # mmseg: 2 places

@@ -17,6 +17,7 @@ from utabench.tasks.text_classifier import zero_shot_classifier
 @TASKS.register("zeroshot-classification", help="zero-shot top-1/top-5 (Table 1): ImageNet variants, ObjectNet, ImageFolder")
 class ZeroShotClassification(Task):
     name = "zeroshot-classification"
+    cost = "evaluation"
     dataset_types = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-v2", "imagenet-sketch", "objectnet",
                      "imagefolder")
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utabench.core.checkpoint import read_state_dict
-from utabench.core.context import Setup
+from utabench.core.context import Setup, resolve_precision
 from utabench.core.distributed import DistInfo, barrier
 from utabench.core.errors import UtabenchError
 from utabench.core.io import atomic_write, atomic_write_json, atomic_write_text
@@ -80,12 +80,7 @@ class Trainer:
         self.cfg, self.recipe, self.out_dir = cfg, recipe, Path(out_dir)
         self.device, self.dist, self.progress, self.log = torch.device(device), dist, progress, log
         self.keep_checkpoints = keep_checkpoints
-        precision = cfg["precision"]
-        if precision == "auto":
-            precision = "amp_bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "amp_bf16"):
-            raise UtabenchError(f"training precision {precision!r}: choose auto, fp32 or amp_bf16")
-        self.precision = precision
+        self.precision = resolve_precision(cfg["precision"], self.device.type)  # checked by the recipe's schema
         optim = cfg["optim"]
         self.global_batch = int(optim["batch_size"])
         self.grad_accum = int(optim.get("grad_accum") or 1)

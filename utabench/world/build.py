@@ -16,10 +16,12 @@ Generation is seeded and written into a temporary directory that is renamed into
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import shutil
+import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from utabench.world.dense import write_detection_sets, write_segmentation_set
+from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
 from utabench.world.phrasing import join_phrases, where_in_image
 from utabench.world.scene import BACKGROUNDS, SHAPES, Scene, render, sample_object
 
@@ -183,8 +186,6 @@ def _pair_shard(root: Path, seed: int, first: int, count: int) -> None:
     """One webdataset shard of pairs `first` .. (jpg, txt with five captions), each image one object. Decision: no
     multi-object scenes, which slowed the tiny teacher's learning of shapes by half (45% against 78% zero-shot top-1
     after 900 steps, one pair in eight of two to three objects against none)."""
-    import io
-    import tarfile
 
     folder = root / "pairs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,6 @@ def _pair_shard(root: Path, seed: int, first: int, count: int) -> None:
 
 
 def _llava(root: Path, seed: int, counts: Dict[str, int]) -> None:
-    from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
 
     texts, documents = write_llava_sets(root, partial(_rng, seed), _single, counts)
     write_tiny_llm(root / "llava" / "llm", texts, documents, seed)
