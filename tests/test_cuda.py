@@ -76,7 +76,8 @@ def _top1(world, tmp_path, name, *flags):
 def test_decode_gpu_runs_and_stays_near_pil(world, tmp_path):
     pil, record = _top1(world, tmp_path, "pil")
     gpu, gpu_record = _top1(world, tmp_path, "gpu", "--decode", "gpu")
-    assert record["provenance"]["evaluation"]["precision"] == "amp_bf16" and gpu_record["provenance"]["evaluation"]["decode"] == "gpu"
+    assert record["provenance"]["evaluation"]["precision"] == "amp_bf16"
+    assert gpu_record["provenance"]["evaluation"]["decode"] == "gpu"
     assert abs(gpu - pil) <= 25.0  # 4 images per class here: one image is 2.5 points; bench/ measures it at scale
 
 

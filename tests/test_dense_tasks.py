@@ -55,7 +55,7 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     # the fine-tuned checkpoint evaluates to the same numbers
     assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
     again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")
-    assert again.metrics == record["metrics"]
+    assert again.metrics == record["metrics"] and again.provenance["training"] == {}  # it trained nothing
     assert not load_results(tmp_path / "r").empty
 
 
@@ -167,6 +167,8 @@ def test_fine_tuning_runs_on_two_processes_under_torchrun(world, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     record = read_record(results / "uta_tiny" / "detection" / "coco.json").to_dict()
     assert record["provenance"]["evaluation"]["world_size"] == 2
+    assert record["provenance"]["training"]["detector"] == {"batch_size": 8, "precision": "fp32", "device": "cpu",
+                                                            "world_size": 2, "grad_accum": 1}
     schedule = record["provenance"]["task_details"]["schedule"]
     assert (schedule["gpus"], schedule["batch"], schedule["iters"]) == (2, 8, 1)
     assert record["provenance"]["task_details"]["finetuned_checkpoint"].endswith("finetuned.pth")
@@ -204,37 +206,6 @@ def test_checkpoints_record_the_setup_and_a_resume_reads_it_back():
     assert resumed.trained == setup
     resumed.after_load_checkpoint(None, {"meta": {"iter": 10}})  # a checkpoint written before setups were recorded
     assert resumed.trained is None
-
-
-@pytest.mark.parametrize("eval_only", [False, True])
-def test_dense_task_reports_the_recipes_setups(world, tmp_path, monkeypatch, eval_only):
-    """The detector's training setup is what the fine-tuning recorded, the evaluation the recipe's test loader's
-    (not the run's --batch-size 3); evaluating a given checkpoint trains nothing."""
-    from utabench.backbones.factory import build_backbone
-    from utabench.core.context import RunContext, Setup
-    from utabench.core.registry import TASKS
-    from utabench.dense import engine
-
-    seen = {}
-
-    def train_and_test(cfg, finetuned=None, setup=None):
-        seen["setup"] = setup
-        return {}, 1.0, 1.0, setup
-
-    monkeypatch.setattr(engine, "train_and_test", train_and_test)
-    monkeypatch.setattr(engine, "export_finetuned", lambda work_dir: Path(work_dir) / "finetuned.pth")
-    monkeypatch.setattr(engine, "training_leftovers", lambda work_dir: [])
-    task = TASKS.get("detection")()
-    entry = {"name": "coco", "type": "coco", "root": str(world / "coco"), "recipe": "cascade_mask_rcnn_world_coco",
-             **({"eval_only": str(tmp_path / "given.pth")} if eval_only else {})}
-    if eval_only:
-        (tmp_path / "given.pth").write_bytes(b"")
-    ctx = RunContext(device="cpu", batch_size=3, workers=0, cache_dir=tmp_path / "cache", progress=False,
-                     work_dir=tmp_path / "work")
-    out = task.run(build_backbone("uta:tiny"), task.load(entry), ctx, task.options_of(entry))
-    assert out.evaluation == Setup(1, "fp32", "cpu", 1)
-    assert out.training == ({} if eval_only else {"detector": Setup(4, "fp32", "cpu", 1)})
-    assert seen["setup"] == (None if eval_only else Setup(4, "fp32", "cpu", 1))
 
 
 @pytest.mark.slow

@@ -168,7 +168,8 @@ def test_function_local_imports_only_defer_heavy_libraries():
             return True
         parts = module.split(".")  # importing a module runs its packages' __init__ first
         top = set().union(*(imports.get(".".join(parts[:n]), (set(), set()))[0] for n in range(2, len(parts) + 1)))
-        return any(heavy(t, seen + (module,)) for t in top if t not in seen and t.split(".")[0] in HEAVY + ("utabench",))
+        return any(heavy(t, seen + (module,)) for t in top
+                   if t not in seen and t.split(".")[0] in HEAVY + ("utabench",))
 
     light = sorted(f"{module} imports {target} in a function" for module, (_, local) in imports.items()
                    for target in local if not heavy(target))
