@@ -21,6 +21,10 @@ class Record:
     dataset: str
     dataset_type: str
     metrics: Dict[str, float] = field(default_factory=dict)
+    # {metric: [low, high]}: each metric's 95% bootstrap interval, from the per-sample outcomes the record's
+    # provenance.samples names (utabench/tasks/bootstrap.py); ci_method says how it was drawn. Empty: none kept.
+    ci: Dict[str, List[float]] = field(default_factory=dict)
+    ci_method: Optional[Dict[str, Any]] = None
     paper: Optional[Dict[str, Any]] = None  # the published row it is compared with
     pretrain: Optional[Dict[str, Any]] = None  # how utabench pretrained the backbone
     provenance: Dict[str, Any] = field(default_factory=dict)  # backbone, dataset, evaluation / training setups, ...
@@ -48,6 +52,9 @@ class Record:
         out = asdict(self)
         if not self.reason:
             del out["reason"]
+        for key in ("ci", "ci_method"):  # a record without intervals reads as it did before they existed
+            if not out[key]:
+                del out[key]
         return {"schema": out.pop("schema"), **out}
 
 

@@ -24,6 +24,7 @@ from utabench.core.registry import BACKBONES, TASKS
 from utabench.harness import provenance
 from utabench.harness.record import Record
 from utabench.harness.store import RecordLock, cell_name, is_done, read_record, record_path, write_record
+from utabench.tasks.bootstrap import bootstrap_ci, ci_method, samples_file, save_samples
 
 
 def evaluation_only(task: str) -> bool:
@@ -80,12 +81,15 @@ def _same_names(path: Path, backbone: str, dataset: str) -> None:
                                 "'_' or '-', or use another results directory")
 
 
-def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float) -> Record:
+def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunContext, wall: float,
+            samples: Optional[Dict[str, Any]] = None) -> Record:
     info = asdict(backbone.info)
+    kept = out.samples if out and samples else {}
     return Record(
         status=status, backbone=job.backbone_key, task=job.task, dataset=job.dataset["name"],
         dataset_type=job.dataset["type"], metrics=out.metrics if out else {}, paper=job.paper, pretrain=job.pretrain,
-        reason=reason,
+        reason=reason, ci=bootstrap_ci(kept, list(out.metrics)) if kept else {},
+        ci_method=ci_method(kept) if kept else None,
         provenance={
             "backbone": backbone.spec.to_dict(),
             "backbone_info": info,
@@ -95,6 +99,7 @@ def _record(job: Job, backbone, data, out, status: str, reason: str, ctx: RunCon
                         "num_images": out.num_images if out else None,
                         "skipped_images": out.skipped_images if out else None},
             "task_details": out.details if out else {},
+            **({"samples": samples} if samples else {}),  # the per-sample outcomes beside it: {file, sha256}
             # how the numbers were made: the evaluation's setup (the run's settings, or the recipe's where the task
             # evaluates with its own) and each training stage's, as the task ran them
             "evaluation": {**(out.evaluation or ctx.setup()).to_dict(), "workers": ctx.workers,
@@ -135,7 +140,13 @@ def _run_one(job: Job, backbone, data, ctx: RunContext, log: Callable[[str], Non
         out, status, reason = None, "not_applicable", str(exc)
     wall = time.perf_counter() - start
     if ctx.dist.is_main:
-        write_record(job.path, _record(job, backbone, data, out, status, reason, ctx, wall))
+        samples = None
+        kept = samples_file(job.path)
+        if out and out.samples:  # before the record, which names it: a record never names a missing file
+            samples = {"file": kept.name, "sha256": save_samples(kept, out.samples)}
+        else:
+            kept.unlink(missing_ok=True)  # a forced rerun that keeps none leaves no stale outcomes
+        write_record(job.path, _record(job, backbone, data, out, status, reason, ctx, wall, samples))
         _discard(out.discard if out else [])  # only now: until the record exists, a rerun may need them
     barrier(ctx.dist)
     shown = ", ".join(f"{k} {v:.2f}" for k, v in out.metrics.items()) if out else reason

@@ -39,6 +39,10 @@ class TaskOutput:
     evaluation: Optional[Setup] = None
     training: Dict[str, Setup] = field(default_factory=dict)
     discard: List[Path] = field(default_factory=list)  # training leftovers to delete once the record is written
+    # per-sample outcomes the metrics are counted from (utabench/tasks/bootstrap.py: classification's top-5 and
+    # targets, retrieval's ranks, and the sample ids); the runner writes them beside the record and bootstraps the
+    # metrics' intervals from them. Empty: the task keeps none.
+    samples: Dict[str, Any] = field(default_factory=dict)
 
 
 class Task:

@@ -34,3 +34,19 @@ def retrieval_recall(scores: torch.Tensor, positives: torch.Tensor, ks: Sequence
         for k in ks:
             hits[k] += int(found[:, :k].any(dim=1).sum())
     return {k: 100.0 * hits[k] / scores.shape[0] for k in ks}
+
+
+
+def positive_ranks(scores: torch.Tensor, positives: torch.Tensor, top: int = 10, chunk: int = 1024) -> torch.Tensor:
+    """scores (queries, items), positives bool (queries, items): per query, the rank of its first positive (0: a
+    positive comes first). Within the first `top` it is the place in `topk`'s order, as `retrieval_recall` finds it
+    (so a rank below k is a hit at k exactly as counted there, tied scores included, for k <= top); beyond, how many
+    items score above its best positive (at least `top`; the item count where it has none)."""
+    out = []
+    for start in range(0, scores.shape[0], chunk):
+        block, pos = scores[start:start + chunk], positives[start:start + chunk]
+        found = torch.gather(pos, 1, block.topk(min(top, block.shape[1]), dim=1).indices)
+        best = block.masked_fill(~pos, float("-inf")).max(dim=1, keepdim=True).values
+        beyond = (block > best).sum(dim=1).clamp(min=min(top, block.shape[1]))
+        out.append(torch.where(found.any(dim=1), found.int().argmax(dim=1), beyond))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

@@ -14,8 +14,9 @@ from utabench.core.registry import TASKS
 from utabench.core.tablespec import PAPER_FILL, TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.bootstrap import retrieval_samples
 from utabench.tasks.feature_cache import image_features
-from utabench.tasks.metrics import retrieval_recall
+from utabench.tasks.metrics import positive_ranks, retrieval_recall
 
 KS = (1, 5, 10)
 
@@ -57,8 +58,14 @@ class Retrieval(Task):
         image_r = retrieval_recall(scores, positives, KS)
         text_r = retrieval_recall(scores.T, positives.T, KS)
         metrics = {f"text_r{k}": text_r[k] for k in KS} | {f"image_r{k}": image_r[k] for k in KS}
+        # per text the rank of its image, per image the best rank of its texts (utabench/tasks/bootstrap.py)
+        text_position = torch.tensor([p for p, i in enumerate(kept.tolist()) for _ in data.captions[i]],
+                                     dtype=torch.long)
+        samples = retrieval_samples(positive_ranks(scores, positives).numpy(), text_position.numpy(),
+                                    positive_ranks(scores.T, positives.T).numpy(), kept.numpy())
         return TaskOutput(metrics=metrics, num_images=len(kept), skipped_images=feats.skipped(len(images)),
-                          model_seconds=feats.seconds, details={"num_texts": len(texts), "image_features": "cached" if feats.cached else "computed"})
+                          model_seconds=feats.seconds, samples=samples,
+                          details={"num_texts": len(texts), "image_features": "cached" if feats.cached else "computed"})
 
 
 register_table(TableSpec(

@@ -9,6 +9,7 @@ from utabench.core.registry import TASKS
 from utabench.core.tablespec import PAPER_FILL, TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.bootstrap import classification_samples
 from utabench.tasks.feature_cache import image_features
 from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
 from utabench.tasks.text_classifier import zero_shot_classifier
@@ -32,9 +33,11 @@ class ZeroShotClassification(Task):
         metrics = {"top1": acc[1], "mean_per_class_recall": mean_per_class_recall(logits.argmax(1), feats.targets)}
         if 5 in acc:
             metrics["top5"] = acc[5]
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         return TaskOutput(
             metrics=metrics, num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
             model_seconds=feats.seconds,
+            samples=classification_samples(top.numpy(), feats.targets.numpy(), feats.indices.numpy()),
             details={"num_classes": len(data.classnames), "num_templates": len(data.templates),
                      "image_features": "cached" if feats.cached else "computed"},
         )

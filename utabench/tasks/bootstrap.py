@@ -1,0 +1,251 @@
+"""Per-sample outcomes of zero-shot classification and retrieval, and bootstrap intervals from them.
+
+A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples`), and the runner writes it beside
+the record as `<record>.samples.npz`:
+
+- classification: `top5` (samples, min(5, classes)) the predicted class indices, best first; `target` (samples,) the
+  true class; `ids` (samples,) each sample's index in the dataset's sample list.
+- retrieval: `text_rank` (texts,) how many images score above the text's own image (0: its image is first);
+  `text_image` (texts,) the position (in `ids`) of the text's image; `image_rank` (images,) how many texts score
+  above the best of the image's own texts; `ids` (images,) each image's index in the dataset's image list.
+
+Every metric is recomputed from these (`point_metrics`; a hit at k is a rank below k), and its 95% interval is the
+percentile bootstrap over `RESAMPLES` resamples drawn with `SEED`: resample `b` is `rng.integers(0, n, size=n)` of
+one `numpy.random.default_rng(SEED)`, drawn in order b = 0, 1, ...; the interval is `numpy.percentile(stats,
+[2.5, 97.5])` (linear interpolation) of the metric over the resamples.
+
+What is resampled: the images. A classification resample draws images with replacement; mean per-class recall is
+averaged over the classes present in the resample (not stratified by class). A retrieval resample draws images with
+replacement and each drawn image carries all its texts, for both directions: text retrieval (image -> texts) counts
+the drawn images, image retrieval (text -> image) the texts they carry (a cluster bootstrap: an image's captions are
+not independent of one another). The ranks stay those against the full gallery; the resamples vary which queries
+count, not what they are ranked against.
+
+A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
+samples, so Δ = B − A is resampled with what the two share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from utabench.core.errors import UtabenchError
+from utabench.core.io import atomic_write
+
+RESAMPLES = 1000
+SEED = 0
+LEVEL = 0.95
+CHUNK_VALUES = 4_000_000  # resample indices evaluated at once (resamples x samples), to bound memory
+
+CLASSIFICATION_METRICS = ("top1", "top5", "mean_per_class_recall")
+_RECALL = re.compile(r"^(text|image)_r(\d+)$")
+
+Samples = Dict[str, np.ndarray]
+
+
+def kind_of(samples: Samples) -> str:
+    """classification or retrieval, from the arrays a samples file holds."""
+    if {"top5", "target", "ids"} <= set(samples):
+        return "classification"
+    if {"text_rank", "text_image", "image_rank", "ids"} <= set(samples):
+        return "retrieval"
+    raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
+                        "target, ids) nor retrieval's (text_rank, text_image, image_rank, ids)")
+
+
+def units(samples: Samples) -> int:
+    """How many units a resample draws: samples (classification) or images (retrieval)."""
+    return len(samples["ids"])
+
+
+def classification_samples(top: np.ndarray, target: np.ndarray, ids: np.ndarray) -> Samples:
+    return {"top5": np.asarray(top, dtype=np.int32), "target": np.asarray(target, dtype=np.int32),
+            "ids": np.asarray(ids, dtype=np.int64)}
+
+
+def retrieval_samples(text_rank: np.ndarray, text_image: np.ndarray, image_rank: np.ndarray,
+                      ids: np.ndarray) -> Samples:
+    return {"text_rank": np.asarray(text_rank, dtype=np.int32), "text_image": np.asarray(text_image, dtype=np.int32),
+            "image_rank": np.asarray(image_rank, dtype=np.int32), "ids": np.asarray(ids, dtype=np.int64)}
+
+
+def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
+    """The metrics of `metrics` that can be counted from `samples`."""
+    if kind_of(samples) == "classification":
+        out = [m for m in metrics if m in CLASSIFICATION_METRICS]
+        return [m for m in out if m != "top5" or samples["top5"].shape[1] >= 5]
+    return [m for m in metrics if _RECALL.match(m)]
+
+
+class _Counter:
+    """What a metric counts, per unit, so that a batch of resamples (rows of unit indices) is counted at once."""
+
+    def __init__(self, samples: Samples, metrics: Sequence[str]):
+        self.kind = kind_of(samples)
+        self.metrics = list(metrics)
+        unknown = set(self.metrics) - set(supported(samples, self.metrics))
+        if unknown:
+            raise UtabenchError(f"cannot count {sorted(unknown)} from {self.kind} per-sample outcomes")
+        self.n = units(samples)
+        if self.kind == "classification":
+            top, target = samples["top5"], samples["target"]
+            hits = top == target[:, None]
+            self.hit = {"top1": hits[:, 0], "top5": hits[:, :5].any(axis=1)}
+            self.target = target.astype(np.int64)
+            self.classes = int(max(target.max(initial=-1), top.max(initial=-1))) + 1
+        else:
+            text_image = samples["text_image"].astype(np.int64)
+            self.texts = np.bincount(text_image, minlength=self.n)
+            self.hit = {}
+            for metric in self.metrics:
+                side, k = _RECALL.match(metric).groups()
+                if side == "text":  # image -> its texts: one query per image
+                    self.hit[metric] = samples["image_rank"] < int(k)
+                else:  # text -> its image: the image's texts that found it, per image
+                    found = (samples["text_rank"] < int(k)).astype(np.float64)
+                    self.hit[metric] = np.bincount(text_image, weights=found, minlength=self.n).astype(np.int64)
+
+    def __call__(self, index: np.ndarray) -> Dict[str, np.ndarray]:
+        """Each metric (percent) of each resample, `index` (resamples, n) the units each resample drew."""
+        out = {}
+        for metric in self.metrics:
+            if metric == "mean_per_class_recall":
+                rows = np.arange(index.shape[0])[:, None] * self.classes + self.target[index]
+                size = index.shape[0] * self.classes
+                counts = np.bincount(rows.ravel(), minlength=size).reshape(-1, self.classes)
+                hits = np.bincount(rows.ravel(), weights=self.hit["top1"][index].ravel().astype(np.float64),
+                                   minlength=size).reshape(-1, self.classes)
+                recall = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
+                out[metric] = 100.0 * recall.sum(axis=1) / (counts > 0).sum(axis=1)
+            elif self.kind == "retrieval" and metric.startswith("image_"):
+                out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.texts[index].sum(axis=1)
+            else:
+                out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.n
+        return out
+
+
+def point_metrics(samples: Samples, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """The metrics (percent) counted from every sample once: the record's numbers."""
+    metrics = supported(samples, metrics if metrics is not None else _all_metrics(samples))
+    counted = _Counter(samples, metrics)(np.arange(units(samples))[None, :])
+    return {metric: float(values[0]) for metric, values in counted.items()}
+
+
+def _all_metrics(samples: Samples) -> List[str]:
+    if kind_of(samples) == "classification":
+        return list(CLASSIFICATION_METRICS)
+    return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
+
+
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> Iterator[np.ndarray]:
+    """The resamples' unit indices, in batches of rows: row b is `rng.integers(0, n, size=n)`, drawn in order from
+    one `default_rng(seed)` (the same rows for every metric and for both sides of a paired comparison)."""
+    if n < 1:
+        raise UtabenchError("a bootstrap needs at least one sample")
+    rng = np.random.default_rng(seed)
+    batch = max(1, CHUNK_VALUES // n)
+    for start in range(0, resamples, batch):
+        yield np.stack([rng.integers(0, n, size=n) for _ in range(min(batch, resamples - start))])
+
+
+def _interval(stats: np.ndarray, level: float) -> List[float]:
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(stats, [tail, 100.0 - tail])
+    return [float(low), float(high)]
+
+
+def _resampled(counters: Sequence[_Counter], n: int, resamples: int, seed: int) -> List[Dict[str, np.ndarray]]:
+    parts: List[Dict[str, List[np.ndarray]]] = [{m: [] for m in c.metrics} for c in counters]
+    for index in resample_indices(n, resamples, seed):
+        for counter, part in zip(counters, parts):
+            for metric, values in counter(index).items():
+                part[metric].append(values)
+    return [{metric: np.concatenate(values) for metric, values in part.items()} for part in parts]
+
+
+def bootstrap_ci(samples: Samples, metrics: Optional[Sequence[str]] = None, resamples: int = RESAMPLES,
+                 seed: int = SEED, level: float = LEVEL) -> Dict[str, List[float]]:
+    """{metric: [low, high]}: the percentile bootstrap interval of each metric that `samples` can count (of
+    `metrics`, default all)."""
+    metrics = supported(samples, metrics if metrics is not None else _all_metrics(samples))
+    if not metrics:
+        return {}
+    stats = _resampled([_Counter(samples, metrics)], units(samples), resamples, seed)[0]
+    return {metric: _interval(values, level) for metric, values in stats.items()}
+
+
+def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Dict[str, str]:
+    """How the record's intervals were made (its `ci_method`)."""
+    kind = kind_of(samples)
+    unit = ("images, with replacement; mean per-class recall over the classes present in each resample (not "
+            "stratified)" if kind == "classification" else
+            "images, with replacement, each carrying all its texts (text retrieval counts the images, image "
+            "retrieval their texts); ranks against the full gallery")
+    return {"method": "percentile bootstrap", "level": level, "resamples": resamples, "seed": seed,
+            "resampled": unit, "units": units(samples), "module": "utabench.tasks.bootstrap"}
+
+
+def same_samples(a: Samples, b: Samples) -> Optional[str]:
+    """Why two outcomes are not on the same samples (None when they are)."""
+    if kind_of(a) != kind_of(b):
+        return f"one is {kind_of(a)}, the other {kind_of(b)}"
+    keys = ("ids", "target") if kind_of(a) == "classification" else ("ids", "text_image")
+    for key in keys:
+        if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
+            return f"their sample {'ids' if key == 'ids' else key + 's'} differ"
+    return None
+
+
+def paired_delta(a: Samples, b: Samples, metrics: Optional[Sequence[str]] = None, resamples: int = RESAMPLES,
+                 seed: int = SEED, level: float = LEVEL) -> Dict[str, Dict[str, float]]:
+    """{metric: {a, b, delta, low, high, excludes_zero}}: Δ = B − A on the same samples, its interval from the same
+    resamples of both."""
+    reason = same_samples(a, b)
+    if reason:
+        raise UtabenchError(f"cannot pair these outcomes: {reason}")
+    metrics = [m for m in supported(a, metrics if metrics is not None else _all_metrics(a)) if m in supported(b, [m])]
+    if not metrics:
+        return {}
+    counters = [_Counter(a, metrics), _Counter(b, metrics)]
+    stats_a, stats_b = _resampled(counters, units(a), resamples, seed)
+    points_a, points_b = point_metrics(a, metrics), point_metrics(b, metrics)
+    out = {}
+    for metric in metrics:
+        low, high = _interval(stats_b[metric] - stats_a[metric], level)
+        out[metric] = {"a": points_a[metric], "b": points_b[metric], "delta": points_b[metric] - points_a[metric],
+                       "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0)}
+    return out
+
+
+def samples_file(record: Path) -> Path:
+    """Where a record's per-sample outcomes go: `<record stem>.samples.npz` beside `<record>.json`."""
+    record = Path(record)
+    return record.with_name(f"{record.stem}.samples.npz")
+
+
+def save_samples(path: Path, samples: Samples) -> str:
+    """Write the outcomes (npz, compressed) atomically; returns the file's sha256."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{key: np.ascontiguousarray(value) for key, value in samples.items()})
+    data = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_samples(path: Path, sha256: Optional[str] = None) -> Samples:
+    """The outcomes of a samples file (no pickled objects); with `sha256`, refused unless the file has it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UtabenchError(f"cannot read per-sample outcomes {path}: {exc.strerror or exc}") from exc
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise UtabenchError(f"{path} is not the per-sample outcomes its record names (sha256 differs); run the record "
+                            "again with --force")
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
