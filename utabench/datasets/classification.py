@@ -49,6 +49,7 @@ class ClassificationSet:
     class_ids: List[str] = field(default_factory=list)  # what names each label on disk: wnids, or folder names
     extra: bytes = b""  # what else the results depend on (mapping files), for the fingerprint
     fingerprint: str = ""  # filled by the runner from `files` and `extra` (core/fingerprint.py)
+    kind = "classification"  # what a task reads from it (a `wds` set is one or the other)
 
     @property
     def files(self) -> List[Path]:

@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from utabench.core.errors import UtabenchError
-from utabench.datasets.images import CorruptImage, ImageList
+from utabench.datasets.images import CorruptImage, ImageList, read_bytes
 
 JPEG_MAGIC = b"\xff\xd8"
 _PASS_THROUGH = ("_convert_to_rgb", "MaybeConvertMode", "MaybeToTensor", "ToTensor")  # done by the decode (RGB, [0, 1])
@@ -79,8 +79,7 @@ class EncodedImageList(Dataset):
 
     def __getitem__(self, index: int):
         path, target = self.images.samples[index]
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_bytes(path)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), target, index
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -25,6 +27,38 @@ class CorruptImage(UtabenchError):
     pass
 
 
+@dataclass(frozen=True)
+class TarMember:
+    """An image inside a tar shard (a webdataset shard is a plain tar), read by its offset: random access, so shards
+    take the loaders, samplers and caches that image files take."""
+
+    shard: Path
+    name: str  # the member's name in the tar
+    offset: int  # of its data
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.shard, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.shard} ends inside {self.name}")
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.name}"
+
+
+def read_bytes(path) -> bytes:
+    """An image's encoded bytes, from a file or a tar member."""
+    return path.read() if isinstance(path, TarMember) else Path(path).read_bytes()
+
+
+def source_files(paths) -> List[Path]:
+    """The files that hold these images, in first-seen order: the images themselves, or their shards."""
+    return list(dict.fromkeys(p.shard if isinstance(p, TarMember) else Path(p) for p in paths))
+
+
 class ImageList(Dataset):
     """(path, target) pairs -> (image tensor, target, index); a corrupt image raises, or yields None if skipping."""
 
@@ -40,7 +74,7 @@ class ImageList(Dataset):
     def __getitem__(self, index: int):
         path, target = self.samples[index]
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path.read()) if isinstance(path, TarMember) else path) as image:
                 image = image.convert("RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if self.skip_corrupt:

@@ -34,6 +34,7 @@ class RetrievalSet:
     captions: List[List[str]]  # captions[i] are the positives of images[i]
     extra: bytes = b""  # the annotation file and split, for the fingerprint
     fingerprint: str = ""  # filled by the runner (core/fingerprint.py)
+    kind = "retrieval"  # what a task reads from it (a `wds` set is one or the other)
 
     @property
     def files(self) -> List[Path]:

@@ -57,6 +57,7 @@ class Task:
     # per backbone); "training": it trains (a multi-GPU job; one stage per dataset)
     cost: Literal["evaluation", "training"] = "training"
     ablation_columns: Tuple[AblationColumn, ...] = ()  # its columns in Tables 6-8
+    reads_kind: Optional[str] = None  # "classification" or "retrieval": the kind of set it needs, where a type has both
 
     @classmethod
     def reads(cls, dataset_type: str) -> None:
@@ -96,7 +97,12 @@ class Task:
         the `coco-instances` layout)."""
         cfg = self.entry(dataset_cfg)
         cfg["type"] = self.dataset_aliases.get(cfg["type"], cfg["type"])
-        return DATASETS.get(cfg["type"])(cfg)
+        data = DATASETS.get(cfg["type"])(cfg)
+        kind = getattr(data, "kind", None)
+        if self.reads_kind and kind and kind != self.reads_kind:
+            raise UtabenchError(f"dataset {cfg['name']} ({cfg['type']} at {cfg.get('root')}) is a {kind} set; task "
+                                f"{self.name} reads {self.reads_kind} sets")
+        return data
 
     def run(self, backbone, data, ctx, options: Optional[Dict[str, Any]] = None) -> TaskOutput:
         """Metrics of `backbone` on `data`; `options` are this task's (`options_of`; None: the defaults)."""

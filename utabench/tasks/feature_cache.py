@@ -22,15 +22,18 @@ from utabench.core.context import RunContext
 from utabench.core.distributed import barrier, broadcast
 from utabench.core.fingerprint import fingerprint
 from utabench.core.io import atomic_write
-from utabench.datasets.images import ImageList
+from utabench.datasets.images import ImageList, TarMember, source_files
 from utabench.tasks.features import Features, extract
 
 
 def feature_key(backbone, images: ImageList, ctx: RunContext) -> str:
     """The cache key of `backbone`'s features of `images` under `ctx` (see the module docstring)."""
-    paths = [Path(path) for path, _ in images.samples]
-    contents = fingerprint(Path("/"), paths, json.dumps([int(t) for _, t in images.samples]).encode(), ctx.cache_dir,
-                           images.skip_corrupt)
+    paths = [path for path, _ in images.samples]
+    if any(isinstance(path, TarMember) for path in paths):  # images in shards: the shards, and which member is which
+        order = json.dumps([[str(path), int(t)] for path, t in images.samples]).encode()
+    else:
+        order = json.dumps([int(t) for _, t in images.samples]).encode()
+    contents = fingerprint(Path("/"), source_files(paths), order, ctx.cache_dir, images.skip_corrupt)
     payload = {"weights": backbone.weights_fingerprint(), "transform": repr(images.transform), "images": contents,
                "precision": ctx.precision, "device": ctx.device_type, "decode": ctx.decode,
                "skip_corrupt": images.skip_corrupt}

@@ -40,7 +40,8 @@ def encode_texts(backbone, texts, ctx) -> torch.Tensor:
 class Retrieval(Task):
     name = "retrieval"
     cost = "evaluation"
-    dataset_types = ("flickr30k", "coco")
+    dataset_types = ("flickr30k", "coco", "wds")
+    reads_kind = "retrieval"
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         if not backbone.zero_shot_ready:

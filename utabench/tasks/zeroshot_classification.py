@@ -19,8 +19,9 @@ from utabench.tasks.text_classifier import zero_shot_classifier
 class ZeroShotClassification(Task):
     name = "zeroshot-classification"
     cost = "evaluation"
+    reads_kind = "classification"
     dataset_types = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-v2", "imagenet-sketch", "objectnet",
-                     "imagefolder")
+                     "imagefolder", "wds")
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         if not backbone.zero_shot_ready:

@@ -1,0 +1,184 @@
+"""CLIP_benchmark's webdataset exports (the `wds_*` sets on the model hubs), read as published:
+
+    ROOT/classnames.txt                          one class name per line (line i names label i)
+    ROOT/zeroshot_classification_templates.txt   one template per line, with {c}
+    ROOT/dataset_type.txt                        optional: classification (the default) or retrieval
+    ROOT/<split>/nshards.txt                     the number of shards N
+    ROOT/<split>/0.tar ... <N-1>.tar             samples <key>.<ext>: an image (.webp, .png, .jpg or .jpeg, the first
+                                                 of these present) with its label (.cls, an ASCII integer) or its
+                                                 captions (.txt, one per line)
+
+Members are grouped into samples by webdataset's own rule (`base_plus_ext`: the key is the path up to the first dot
+of the file name). The shards are indexed once, and images are read by their offset in the tar, so a set of shards
+takes the loaders, the distributed sampler, the fingerprint (over the shards' contents) and the feature cache that
+image folders take. A shard that is missing, truncated or not a tar, a sample without an image or a label, a label
+out of range and a class-name file with a blank line are each refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from pydantic import Field
+from webdataset.tariterators import base_plus_ext
+
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS
+from utabench.core.schema import Schema
+from utabench.datasets.classification import ClassificationSet
+from utabench.datasets.images import TarMember, dataset_root, source_files
+from utabench.datasets.retrieval import RetrievalSet
+from utabench.datasets.vocab import read_templates
+
+IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's order: the first present is the sample's image
+KINDS = ("classification", "retrieval")
+LAYOUT = "ROOT/{classnames.txt, zeroshot_classification_templates.txt, <split>/nshards.txt, <split>/<i>.tar}"
+
+
+class WdsEntry(Schema):
+    split: str = Field("test", description="the split folder read (default test)")
+    classnames: Optional[str] = Field(None, description="class names, one per line (default ROOT/classnames.txt)")
+    templates: Optional[str] = Field(None, description="templates with {c}, one per line or JSON (default "
+                                     "ROOT/zeroshot_classification_templates.txt, else OpenAI's 80)")
+
+
+class WdsClassificationSet(ClassificationSet):
+    @property
+    def files(self) -> List[Path]:
+        return source_files(path for path, _ in self.samples)
+
+
+class WdsRetrievalSet(RetrievalSet):
+    @property
+    def files(self) -> List[Path]:
+        return source_files(self.images)
+
+
+def shard_paths(root: Path, split: str) -> List[Path]:
+    """The shards `<split>/nshards.txt` announces, each present."""
+    count_file = root / split / "nshards.txt"
+    if not count_file.is_file():
+        splits = sorted(p.name for p in root.iterdir() if (p / "nshards.txt").is_file())
+        raise UtabenchError(f"{count_file} is missing; expected {LAYOUT}"
+                            + (f" (splits here: {', '.join(splits)})" if splits else ""))
+    text = count_file.read_text().strip()
+    if not text.isdigit() or int(text) < 1:
+        raise UtabenchError(f"{count_file} must hold the number of shards, a positive integer; it holds {text[:40]!r}")
+    shards = [root / split / f"{i}.tar" for i in range(int(text))]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise UtabenchError(f"{root / split} lacks shards {', '.join(missing[:5])} of the {len(shards)} that "
+                            "nshards.txt announces; download them again or fix nshards.txt")
+    return shards
+
+
+def _members(shard: Path) -> Dict[str, Dict[str, tarfile.TarInfo]]:
+    """key -> {extension: member} of one shard, in the shard's order."""
+    samples: Dict[str, Dict[str, tarfile.TarInfo]] = {}
+    size = shard.stat().st_size
+    try:
+        with tarfile.open(shard, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                if member.offset_data + member.size > size:
+                    raise EOFError(f"{member.name} runs past the end of the file")
+                parsed = base_plus_ext(member.name)
+                if parsed[0] is None:
+                    continue  # a file without an extension is no part of a sample (webdataset skips it too)
+                key, ext = parsed
+                samples.setdefault(key, {})[ext.lower()] = member
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        why = (str(exc).splitlines() or [""])[0].rstrip(":")
+        raise UtabenchError(f"shard {shard} is truncated or not a tar ({type(exc).__name__}: {why}); download it "
+                            "again") from None
+    return samples
+
+
+def _read_member(shard: Path, member: tarfile.TarInfo) -> bytes:
+    return TarMember(shard, member.name, member.offset_data, member.size).read()
+
+
+def _image(shard: Path, key: str, parts: Dict[str, tarfile.TarInfo]) -> TarMember:
+    ext = next((e for e in IMAGE_KEYS if e in parts), None)
+    if ext is None:
+        raise UtabenchError(f"shard {shard}: sample {key!r} has no image ({', '.join('.' + e for e in IMAGE_KEYS)}); "
+                            f"it has {', '.join('.' + e for e in sorted(parts))}")
+    member = parts[ext]
+    return TarMember(shard, member.name, member.offset_data, member.size)
+
+
+def _label(shard: Path, key: str, parts: Dict[str, tarfile.TarInfo], classes: int) -> int:
+    if "cls" not in parts:
+        raise UtabenchError(f"shard {shard}: sample {key!r} has no label (.cls); a classification set gives each "
+                            "image one")
+    text = _read_member(shard, parts["cls"]).decode("utf-8", "replace").strip()
+    if not text.lstrip("-").isdigit():
+        raise UtabenchError(f"shard {shard}: sample {key!r} has label {text[:20]!r}; a .cls holds an integer")
+    label = int(text)
+    if not 0 <= label < classes:
+        raise UtabenchError(f"shard {shard}: sample {key!r} has label {label}, outside the {classes} classes of "
+                            f"classnames.txt (0 .. {classes - 1})")
+    return label
+
+
+def read_classnames(path: Path) -> List[str]:
+    """One class name per line; trailing blank lines are ignored, a blank line among the names is refused
+    (CLIP_benchmark 1.6 would make it a class named '', 1.4 dropped it: the label numbering would differ)."""
+    if not path.is_file():
+        raise UtabenchError(f"{path} is missing; expected {LAYOUT} (or give `classnames`)")
+    lines = path.read_text().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((i for i, line in enumerate(lines, 1) if not line.strip()), None)
+    if blank is not None:
+        raise UtabenchError(f"{path}, line {blank} is blank: each line names one class (line i names label i - 1); "
+                            "remove it, or name the class")
+    if not lines:
+        raise UtabenchError(f"{path} names no class; expected one class name per line")
+    return [line.strip() for line in lines]
+
+
+def _kind(root: Path) -> str:
+    path = root / "dataset_type.txt"
+    kind = path.read_text().strip() if path.is_file() else "classification"
+    if kind not in KINDS:
+        hint = " (multi-label sets are not read yet)" if kind == "multilabel" else ""
+        raise UtabenchError(f"{path} says {kind!r}; utabench reads {' and '.join(KINDS)} sets{hint}")
+    return kind
+
+
+def _indexed(shards: List[Path]) -> List[Tuple[Path, str, Dict[str, tarfile.TarInfo]]]:
+    return [(shard, key, parts) for shard in shards for key, parts in _members(shard).items()]
+
+
+@DATASETS.register("wds", help=f"a CLIP_benchmark webdataset export: {LAYOUT}", schema=WdsEntry)
+def wds(cfg):
+    root = dataset_root(cfg.get("root"), LAYOUT)
+    split = cfg.get("split") or "test"
+    kind = _kind(root)
+    samples = _indexed(shard_paths(root, split))
+    if not samples:
+        raise UtabenchError(f"the shards of {root / split} hold no sample")
+    described = json.dumps({"kind": kind, "split": split}).encode()
+    name = cfg.get("name", "wds")
+    if kind == "retrieval":
+        images, captions = [], []
+        for shard, key, parts in samples:
+            if "txt" not in parts:
+                raise UtabenchError(f"shard {shard}: sample {key!r} has no captions (.txt)")
+            images.append(_image(shard, key, parts))
+            captions.append(_read_member(shard, parts["txt"]).decode("utf-8").splitlines())  # as CLIP_benchmark
+        return WdsRetrievalSet(name=name, type="wds", root=root, images=images, captions=captions,
+                               extra=described + json.dumps(captions).encode())
+    classnames = read_classnames(Path(cfg["classnames"]) if cfg.get("classnames") else root / "classnames.txt")
+    own = root / "zeroshot_classification_templates.txt"
+    templates = read_templates(cfg.get("templates") or (str(own) if own.is_file() else None))
+    labelled = [(_image(shard, key, parts), _label(shard, key, parts, len(classnames))) for shard, key, parts in
+                samples]
+    labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
+    return WdsClassificationSet(name=name, type="wds", root=root, samples=labelled, classnames=classnames,
+                                templates=templates, extra=described + labels)
