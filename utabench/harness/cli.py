@@ -75,6 +75,8 @@ def _add_run(sub) -> None:
 def _add_run_all(sub) -> None:
     run_all = sub.add_parser("run-all", help="every (backbone, task, dataset) of a config, then the tables")
     run_all.add_argument("--config", help="YAML config (default: the embedded default)")
+    run_all.add_argument("--data", help="the directory the config's ${DATA} names (default: the environment's DATA), "
+                         "e.g. of CLIP_benchmark's wds_* sets for configs/datacomp.yaml")
     _add_run_settings(run_all)
     run_all.add_argument("--parallel", help="stages (pretraining runs, jobs) run at once as worker processes, "
                          "sharing --threads (default: the config's, else 1); auto: one per thread, at most 4, on a "
@@ -143,6 +145,9 @@ def _add_tables(sub) -> None:
     tables.add_argument("--table", type=int, action="append", help=literal_help(
         "; ".join(f"{name}: {title}" for name, title in TABLES.describe()) + " (default: all)"))
     tables.add_argument("--no-paper", action="store_true", help="leave out the published tables")
+    tables.add_argument("--compare", nargs=2, metavar=("A", "B"), help="instead of the tables: B − A for every "
+                        "(task, dataset) both backbones have, each metric with its paired bootstrap 95%% interval and "
+                        "whether it excludes 0 (the records' per-sample outcomes; see utabench/tasks/bootstrap.py)")
 
 
 def _add_claims(sub) -> None:

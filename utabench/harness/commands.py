@@ -11,6 +11,7 @@ from utabench.core.io import check_writable_dir
 from utabench.core.registry import BACKBONES, DATASETS, TASKS
 from utabench.core.tablespec import TABLES
 from utabench.harness.claims import FAIL, check, summary
+from utabench.harness.compare import render_compare
 from utabench.harness.config import check_backbone_entry
 from utabench.harness.flags import schema_values
 from utabench.harness.launcher import launch, print_status
@@ -98,6 +99,9 @@ def cmd_tables(args) -> int:
     if not Path(args.results).is_dir():
         raise UtabenchError(f"results directory {args.results} does not exist; run `utabench run-all` first "
                             "or pass --results DIR")
+    if args.compare:
+        sys.stdout.write(render_compare(args.results, *args.compare, fmt=args.format))
+        return 0
     sys.stdout.write(render(load_results(args.results), args.format, args.table, with_paper=not args.no_paper))
     return 0
 

@@ -48,10 +48,14 @@ def _tables(records: pd.DataFrame) -> List[str]:
 
 
 def _bar_charts(records: List[Record]) -> List[str]:
-    """Per task: each dataset's first metric, one bar per backbone."""
+    """Per task: each dataset's first metric, one bar per backbone, with its 95% bootstrap interval as an error bar
+    where the record has one."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     by_task: Dict[str, Dict[Tuple[str, str], float]] = {}
+    low_of: Dict[str, Dict[Tuple[str, str], float]] = {}
+    high_of: Dict[str, Dict[Tuple[str, str], float]] = {}
     metric_of: Dict[str, str] = {}
     for record in records:
         if record.status != "complete" or not record.metrics:
@@ -59,13 +63,20 @@ def _bar_charts(records: List[Record]) -> List[str]:
         task = record.task
         metric = metric_of.setdefault(task, next(iter(record.metrics)))
         if metric in record.metrics:
-            by_task.setdefault(task, {})[(record.dataset, record.backbone)] = record.metrics[metric]
+            value = record.metrics[metric]
+            by_task.setdefault(task, {})[(record.dataset, record.backbone)] = value
+            low, high = record.ci.get(metric) or (value, value)
+            low_of.setdefault(task, {})[(record.dataset, record.backbone)] = max(0.0, value - low)
+            high_of.setdefault(task, {})[(record.dataset, record.backbone)] = max(0.0, high - value)
     out = []
     for task, values in by_task.items():
         frame = pd.Series(values).unstack()  # rows: datasets, columns: backbones
         fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(frame.index) * max(1, len(frame.columns)) / 3), 3.2))
-        frame.plot.bar(ax=ax, rot=0)
-        ax.set_title(f"{task}: {metric_of[task]}")
+        below, above = (pd.Series(side[task]).unstack().reindex_like(frame).fillna(0.0) for side in (low_of, high_of))
+        errors = np.stack([below.to_numpy().T, above.to_numpy().T], axis=1)  # (backbones, 2, datasets)
+        shown = bool(errors.any())
+        frame.plot.bar(ax=ax, rot=0, yerr=errors if shown else None, capsize=3 if shown else 0)
+        ax.set_title(f"{task}: {metric_of[task]}" + (" (error bars: 95% bootstrap interval)" if shown else ""))
         ax.legend(fontsize=7, loc="best")
         out += [f"<h3>{html.escape(task)}</h3>", _png(fig)]
     return out

@@ -54,6 +54,32 @@ def _fmt(value, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
+def _shown(value, low, high) -> str:
+    """Ours with its interval where the record has one: `77.5 [77.1, 77.9]` (percentile intervals are not
+    symmetric, so both bounds)."""
+    if isinstance(value, float) and isinstance(low, float) and isinstance(high, float) and not pd.isna(value):
+        return f"{value:.1f} [{low:.1f}, {high:.1f}]"
+    return _fmt(value)
+
+
+INTERVAL_NOTE = ("[low, high] after a number: its record's 95% bootstrap interval (percentile, 1000 seeded resamples "
+                 "of the images; `utabench tables --format csv` gives it as ci_low, ci_high; `utabench tables "
+                 "--compare A B` pairs two backbones).")
+
+
+def _interval(group: pd.DataFrame, task: str, datasets: Tuple[str, ...], metric: str) -> Tuple[Optional[float], ...]:
+    """(low, high) of a metric's interval in the record `_value` reads, (None, None) where it has none."""
+    column = f"ci.{metric}"
+    for dataset_type in datasets:
+        hit = group[(group.task == task) & (group.dataset_type == dataset_type)]
+        if not hit.empty:
+            interval = hit.iloc[0].get(column) if column in hit else None
+            if isinstance(interval, (list, tuple)) and len(interval) == 2:
+                return float(interval[0]), float(interval[1])
+            return None, None
+    return None, None
+
+
 def _value(group: pd.DataFrame, task: str, datasets: Tuple[str, ...], metric: str):
     for dataset_type in datasets:
         hit = group[(group.task == task) & (group.dataset_type == dataset_type)]
@@ -78,6 +104,8 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
         match = match_row(published, _paper_of(group), spec.number)
         ref = match.row if match else None
         values = {label: _value(group, task, datasets, metric) for label, task, datasets, metric in spec.columns}
+        intervals = {label: _interval(group, task, datasets, metric) if "." not in metric else (None, None)
+                     for label, task, datasets, metric in spec.columns}
         if spec.average:
             numbers = [v for v in values.values() if isinstance(v, float)]
             values["Average"] = sum(numbers) / len(numbers) if len(numbers) == len(spec.columns) else None
@@ -85,9 +113,10 @@ def table_rows(records: pd.DataFrame, spec: TableSpec) -> List[dict]:
         for label, ours in values.items():
             theirs = ref[label] if ref is not None and label in ref else None
             delta = ours - theirs if not note and isinstance(ours, float) and isinstance(theirs, float) else None
+            low, high = intervals.get(label, (None, None)) if isinstance(ours, float) else (None, None)
             rows.append({"table": spec.number, "backbone": backbone, "paper_row": match.label if match else "",
                          "column": label, "ours": ours, "paper": theirs, "delta": delta, "comparable": not note,
-                         "note": note or ""})
+                         "note": note or "", "ci_low": low, "ci_high": high})
     return rows
 
 
@@ -105,7 +134,8 @@ def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
         lines = []
         for backbone, group in rows.groupby("backbone", sort=False):
             by = group.set_index("column")
-            lines.append({"Backbone": backbone, **{c: _fmt(by.ours[c]) for c in columns}})
+            shown = {c: _shown(by.ours[c], by.ci_low[c], by.ci_high[c]) for c in columns}
+            lines.append({"Backbone": backbone, **shown})
             if group.paper_row.iloc[0]:
                 lines.append({"Backbone": f"↳ paper: {group.paper_row.iloc[0]}", **{c: _fmt(by.paper[c]) for c in columns}})
                 if by.paper.notna().any():
@@ -114,6 +144,8 @@ def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
             if group.note.iloc[0]:
                 notes.append(f"- {backbone}: no Δ: {group.note.iloc[0]}.")
         out.append(pd.DataFrame(lines))
+    if not rows.empty and rows.ci_low.map(lambda v: isinstance(v, float)).any():
+        notes.append(INTERVAL_NOTE)
     if notes:
         out.append("\n".join(notes))
     marked = not rows.empty and any(isinstance(value, Marked) for value in rows.paper)
@@ -123,7 +155,7 @@ def standard_blocks(records: pd.DataFrame, spec: TableSpec, with_paper: bool = T
 def _published_blocks(spec: TableSpec, with_paper: bool, marked: bool) -> List[Block]:
     """The published table (when asked for), then the paper's note on its marks if the table or ours shows one."""
     out: List[Block] = []
-    if with_paper:
+    if with_paper and spec.csv:  # a table beyond the paper has no published one
         out += [f"Published ({spec.title.split(':')[0]} of the UTA paper{spec.published_note}):",
                 shown_published(paper_table(spec))]
     if spec.footnote and (with_paper or marked):
@@ -170,7 +202,8 @@ def render(records: pd.DataFrame, fmt: str = "markdown", tables: Optional[Sequen
         return "\n".join(_markdown(spec, table_blocks(records, spec, with_paper)) for spec in specs)
     if fmt == "csv":
         rows = [row for spec in specs if not spec.rows for row in table_rows(records, spec)]
-        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable", "note"]
+        columns = ["table", "backbone", "paper_row", "column", "ours", "paper", "delta", "comparable", "note", "ci_low",
+                   "ci_high"]
         out = pd.DataFrame(rows, columns=columns).to_csv(index=False)
         for spec in specs:
             custom = custom_rows(records, spec) if spec.rows else []
