@@ -2,7 +2,10 @@
 
 from utabench.tasks import (  # noqa: F401  (registration)
     detection,
+    few_shot,
     finetune_classification,
+    knn,
+    linear_probe,
     llava_bench,
     retrieval,
     segmentation,
