@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
 import pandas as pd
 
 from utabench.core.io import atomic_write_text, read_jsonl
@@ -51,7 +52,6 @@ def _bar_charts(records: List[Record]) -> List[str]:
     """Per task: each dataset's first metric, one bar per backbone, with its 95% bootstrap interval as an error bar
     where the record has one."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     by_task: Dict[str, Dict[Tuple[str, str], float]] = {}
     low_of: Dict[str, Dict[Tuple[str, str], float]] = {}

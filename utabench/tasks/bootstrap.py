@@ -155,7 +155,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> It
 
 
 def _interval(stats: np.ndarray, level: float) -> List[float]:
-    tail = 100.0 * (1.0 - level) / 2.0
+    tail = round(50.0 * (1.0 - level), 10)  # 2.5 for 95%, exactly
     low, high = np.percentile(stats, [tail, 100.0 - tail])
     return [float(low), float(high)]
 
