@@ -277,3 +277,35 @@ def test_linear_probe_through_the_cli_writes_a_complete_record(world, tmp_path):
     assert details["weight_decay"] in [c["weight_decay"] for c in details["candidates"]]
     assert all(0 <= c["val_top1"] <= 100 for c in details["candidates"]) and details["epochs"] == 2
     assert record["provenance"]["dataset"]["fingerprint"] and math.isfinite(record["metrics"]["top1"])
+
+
+def _wds_export(world, root):
+    """The world's imagenet train / val as a CLIP_benchmark wds export with train and test splits."""
+    import io
+    import tarfile
+
+    wnids = [wnid for wnid, _ in json.loads((world / "classes.json").read_text())]
+    root.mkdir()
+    (root / "classnames.txt").write_text("".join(f"{name}\n" for _, name in json.loads(
+        (world / "classes.json").read_text())))
+    for split, folder in (("train", "train"), ("test", "val")):
+        (root / split).mkdir()
+        (root / split / "nshards.txt").write_text("1")
+        with tarfile.open(root / split / "0.tar", "w") as tar:
+            for i, path in enumerate(sorted((world / "imagenet" / folder).rglob("*.JPEG"))):
+                for ext, data in (("jpg", path.read_bytes()), ("cls", str(wnids.index(path.parent.name)).encode())):
+                    info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_wds_export_is_probed_as_its_folders_are(world, ctx, tmp_path):
+    if "wds" not in TASKS.get("knn").dataset_types:
+        pytest.skip("no wds dataset type registered")
+    _wds_export(world, tmp_path / "wds")
+    task, backbone = TASKS.get("knn")(), build_backbone("uta:tiny")
+    data = task.load({"type": "wds", "root": str(tmp_path / "wds")})
+    assert data.splits == ("train", "test") and len(data.train.samples) == len(data.test.samples) == 40
+    options = task.options_of({"ks": [1, 5]})
+    shards = task.run(backbone, data, ctx, options).metrics
+    assert shards == task.run(backbone, task.load(_entry(world)), ctx, options).metrics
