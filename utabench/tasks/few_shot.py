@@ -86,8 +86,9 @@ def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
             if options["wd_search"]:
                 pool, val = carve_validation(len(train_x), options["val_proportion"], seed)
             rows, lacking = few_shot_indices(train_y if pool is None else train_y[pool], k, seed)
-            if lacking:
+            if lacking:  # (with wd_search the pool, and so what a class has, depends on the seed)
                 short[k] = lacking
+                per_k.pop(k, None)
                 break
             rows = rows if pool is None else pool[rows]
             weight_decay = options["weight_decay"]
