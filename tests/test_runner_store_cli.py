@@ -118,14 +118,15 @@ def test_not_applicable_is_recorded(tmp_path, world):
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "segmentation-x", "--backbone", "clip:utabench-clip-tiny", "--dataset", "imagenet:/x"],
-     "argument TASK: invalid choice: 'segmentation-x' (choose from 'detection', 'finetune-classification', "
-     "'llava-bench', 'retrieval', 'segmentation', 'zeroshot-classification')"),
+     "argument TASK: invalid choice: 'segmentation-x' (choose from 'detection', 'few-shot', "
+     "'finetune-classification', 'knn', 'linear-probe', 'llava-bench', 'retrieval', 'segmentation', "
+     "'zeroshot-classification')"),
     (["run", "retrieval", "--backbone", "vit:b", "--dataset", "flickr30k:/nonexistent"],
      "unknown backbone family 'vit'; known backbone families: clip, eva02, uta"),
     (["run", "retrieval", "--backbone", "clip:utabench-clip-tiny", "--dataset", "flickr30k:/nonexistent"],
      "dataset root /nonexistent does not exist; expected ROOT/dataset_flickr30k.json"),
     (["run", "retrieval", "--backbone", "clip:utabench-clip-tiny", "--dataset", "imagenet:/nonexistent"],
-     "task retrieval reads dataset types flickr30k, coco; got 'imagenet'"),
+     "task retrieval reads dataset types flickr30k, coco, wds; got 'imagenet'"),
     (["run-all", "--config", "/nonexistent.yaml"], "config /nonexistent.yaml does not exist"),
     (["tables", "--results", "/nonexistent"], "results directory /nonexistent does not exist"),
 ])

@@ -187,7 +187,7 @@ CASES = [
         "type": "openai", "model": "gpt-4-0314", "base_url": "http://localhost:1", "api_key": "sk-1"})),
      "judge.api_key is not read from configs"),
     ("tables-number", lambda t, w: ["tables", "--results", str(t), "--table", "9"],
-     "unknown table '9'; known tables: 1, 2, 3, 4, 5, 6, 7, 8"),
+     "unknown table '9'; known tables: 1, 100, 2, 3, 4, 5, 6, 7, 8"),
     # names that become folders or files: never outside the results, never hidden, never too long (issue 39)
     ("name-parent", _named(".."), "name '..' starts with '.'"),
     ("name-dot", _named("."), "name '.' starts with '.'"),

@@ -27,13 +27,17 @@ def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
-def expand_env(value: Any, source: str) -> Any:
-    """`${VAR}` replaced by the environment's value; an unset variable is an error naming it and `source`."""
+def expand_env(value: Any, source: str, given: Optional[Dict[str, str]] = None) -> Any:
+    """`${VAR}` replaced by `given`'s value (the command line's), else the environment's; an unset variable is an
+    error naming it and `source`."""
+    values = {**os.environ, **(given or {})}
+
     def var(match):
         name = match.group(1)
-        if name not in os.environ:
-            raise UtabenchError(f"{source} uses ${{{name}}} but the environment variable {name} is not set")
-        return os.environ[name]
+        if name not in values:
+            flag = " (or pass --data DIR)" if name == "DATA" else ""
+            raise UtabenchError(f"{source} uses ${{{name}}} but the environment variable {name} is not set{flag}")
+        return values[name]
     return map_strings(value, lambda text: _VAR.sub(var, text))
 
 

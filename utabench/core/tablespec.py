@@ -26,7 +26,7 @@ PAPER_FILL = ("`utabench run-all` fills it on the embedded world; `utabench run-
 class TableSpec:
     number: int
     title: str
-    csv: str  # the published table in utabench/results/
+    csv: str  # the published table in utabench/results/ ("": a table beyond the paper has none)
     columns: Tuple[Column, ...] = ()
     average: bool = False  # add the mean of the columns (Table 1)
     rows_from: Tuple[str, ...] = ()  # the tasks whose records give a backbone its row (default: any column's)

@@ -17,11 +17,13 @@ out of range and a class-name file with a blank line are each refused in one lin
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 from pydantic import Field
 from webdataset.tariterators import base_plus_ext
 
@@ -46,6 +48,8 @@ class WdsEntry(Schema):
 
 
 class WdsClassificationSet(ClassificationSet):
+    metadata: Optional[np.ndarray] = None  # (samples, fields) from each sample's .npy, where the set has them
+
     @property
     def files(self) -> List[Path]:
         return source_files(path for path, _ in self.samples)
@@ -180,5 +184,30 @@ def wds(cfg):
     labelled = [(_image(shard, key, parts), _label(shard, key, parts, len(classnames))) for shard, key, parts in
                 samples]
     labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
-    return WdsClassificationSet(name=name, type="wds", root=root, samples=labelled, classnames=classnames,
-                                templates=templates, extra=described + labels)
+    metadata = _metadata(samples)
+    data = WdsClassificationSet(name=name, type="wds", root=root, samples=labelled, classnames=classnames,
+                                templates=templates, extra=described + labels
+                                + (metadata.tobytes() if metadata is not None else b""))
+    data.metadata = metadata
+    return data
+
+
+def _metadata(samples) -> Optional[np.ndarray]:
+    """Each sample's .npy (DataComp's group fields: Dollar Street's income group, GeoDE's and FMoW's region, ...) as
+    rows of one integer array; None where the set has none. Every sample has one, of one length, or none does."""
+    with_npy = [(shard, key, parts) for shard, key, parts in samples if "npy" in parts]
+    if not with_npy:
+        return None
+    if len(with_npy) != len(samples):
+        shard, key, _ = next(s for s in samples if "npy" not in s[2])
+        raise UtabenchError(f"shard {shard}: sample {key!r} has no metadata (.npy) where the others have")
+    rows = []
+    for shard, key, parts in with_npy:
+        try:
+            row = np.load(io.BytesIO(_read_member(shard, parts["npy"])), allow_pickle=False)
+        except ValueError as exc:
+            raise UtabenchError(f"shard {shard}: sample {key!r} has a .npy numpy cannot read ({exc})") from None
+        rows.append(np.asarray(row).reshape(-1))
+    if len({row.shape for row in rows}) != 1:
+        raise UtabenchError(f"the .npy metadata of {samples[0][0].parent} differ in length between samples")
+    return np.stack(rows).astype(np.int64)

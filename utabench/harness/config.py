@@ -130,13 +130,14 @@ def _backbone_key(entry: Any) -> str:
     return entry.get("name") or entry.get("spec") or f"{entry.get('family')}:{entry.get('model')}"
 
 
-def load_config(path: Optional[str] = None) -> RunConfig:
+def load_config(path: Optional[str] = None, data: Optional[str] = None) -> RunConfig:
     """Read and check a run config: every key of every level is known, every value has its type and range, every
-    dataset entry fits its task and type. Nothing is generated, trained or written before this passes."""
+    dataset entry fits its task and type. Nothing is generated, trained or written before this passes. `data`: what
+    `${DATA}` names (`run-all --data DIR`; default the environment's DATA)."""
 
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
     raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
-    cfg = validate(RunConfigFile, expand_env(raw, str(source)), f"config {source}")
+    cfg = validate(RunConfigFile, expand_env(raw, str(source), {"DATA": data} if data else None), f"config {source}")
     if not cfg.backbones:
         raise UtabenchError(f"config {source}: `backbones` must be a non-empty list of backbone entries")
     if not cfg.tasks:
@@ -184,6 +185,19 @@ def _task_entries(task: str, section: Union[TaskSection, List[Dict[str, Any]]], 
                                 f"(backbones: {', '.join(names)})")
         entries.append(entry)
     return entries
+
+
+def drop_missing(cfg: RunConfig) -> List[str]:
+    """Leave out the `optional` datasets whose root does not exist (a suite over sets a lab may not all have); one
+    line for each."""
+    lines = []
+    for task, entries in cfg.tasks.items():
+        kept = [e for e in entries if not (e.get("optional") and e.get("root") and not Path(e["root"]).exists())]
+        lines += [f"tasks.{task}: dataset {e['name']}: {e['root']} not found; skipped (optional)"
+                  for e in entries if e not in kept]
+        cfg.tasks[task] = kept
+    cfg.tasks = {task: entries for task, entries in cfg.tasks.items() if entries}
+    return lines
 
 
 def substitute_world(cfg: RunConfig, world_root: Path) -> None:

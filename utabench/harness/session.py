@@ -19,11 +19,12 @@ import torch
 
 from utabench.core.context import RunContext, resolve_device, resolve_device_type, resolve_precision, resolve_workers
 from utabench.core.distributed import barrier, init_distributed
+from utabench.core.errors import UtabenchError
 from utabench.core.io import check_writable_dir
 from utabench.core.logs import library_bars_off
 from utabench.core.progress import Progress
 from utabench.core.schema import flag_name, validated_dict
-from utabench.harness.config import RunConfig, Settings, load_config, substitute_world
+from utabench.harness.config import RunConfig, Settings, drop_missing, load_config, substitute_world
 from utabench.pretrain.resolve import PretrainedResolver
 from utabench.world import ensure_world, world_root
 
@@ -37,6 +38,7 @@ class Request:
     settings its flags give (checked), the results directory and whether to redo finished jobs."""
 
     config: Optional[str] = None
+    data: Optional[str] = None  # what the config's ${DATA} names (run-all --data)
     flags: Dict[str, Any] = field(default_factory=dict)
     results: Optional[str] = None
     force: bool = False
@@ -51,8 +53,8 @@ def request_from_args(args) -> Request:
     if getattr(args, "no_feature_cache", False):
         given["feature_cache"] = False
     flags = validated_dict(Settings, given, "command line", name=flag_name)
-    return Request(config=getattr(args, "config", None), flags=flags, results=getattr(args, "results", None),
-                   force=bool(getattr(args, "force", False)),
+    return Request(config=getattr(args, "config", None), data=getattr(args, "data", None), flags=flags,
+                   results=getattr(args, "results", None), force=bool(getattr(args, "force", False)),
                    progress=not getattr(args, "no_progress", False) and sys.stderr.isatty())
 
 
@@ -115,7 +117,7 @@ def open_session(request: Request, overrides: Optional[Dict[str, Any]] = None,
     config (flags still win): the launcher's own process decodes nothing and trains nothing, on its CPU. `log` is
     given in the worker processes of `--parallel`: their lines go to it, and their progress prints nothing (the main
     process announces each stage) and keeps its times to itself."""
-    cfg = load_config(request.config)
+    cfg = load_config(request.config, request.data)
     settings = Settings(**{**cfg.settings, **(overrides or {}), **request.flags})
     worker = log is not None
     ctx = make_context(settings, request.progress and not worker)
@@ -136,4 +138,9 @@ def open_session(request: Request, overrides: Optional[Dict[str, Any]] = None,
         barrier(ctx.dist)
         ensure_world(ctx.cache_dir, cfg.world)
         substitute_world(cfg, world)
+    missing = drop_missing(cfg)
+    for line in missing if ctx.dist.is_main and not worker else ():
+        print(f"utabench: note: {line}", file=sys.stderr)
+    if not cfg.tasks:
+        raise UtabenchError(f"config {cfg.source}: none of its datasets exists (each is optional); check --data")
     return Session(request, cfg, settings, ctx, results, resolver, progress, log)

@@ -24,6 +24,7 @@ class DatasetBase(Schema):
     type: str
     root: Optional[str] = None
     backbones: Optional[List[str]] = None  # run this dataset for these backbones only (default: all)
+    optional: bool = False  # a run-all leaves it out, saying so, when its root does not exist
 
 
 @dataclass

@@ -33,6 +33,7 @@ from utabench.world.dense import write_detection_sets, write_segmentation_set
 from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
 from utabench.world.phrasing import join_phrases, where_in_image
 from utabench.world.scene import BACKGROUNDS, SHAPES, Scene, render, sample_object
+from utabench.world.wds_export import ensure_exports
 
 GENERATOR_VERSION = 6
 IMAGE_SIZE = (80, 64)
@@ -259,6 +260,7 @@ def ensure_world(cache_dir: Path, cfg: Dict[str, Any], workers: Optional[int] = 
     default: up to 4 of the CPUs for a world the size of the default one, else 1) and reused after."""
     root = world_root(cache_dir, cfg)
     if root.is_dir():
+        ensure_exports(root)
         return root
     tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -270,4 +272,5 @@ def ensure_world(cache_dir: Path, cfg: Dict[str, Any], workers: Optional[int] = 
         os.rename(tmp, root)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
+    ensure_exports(root)
     return root

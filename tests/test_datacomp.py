@@ -1,0 +1,50 @@
+"""The DataComp suite: its config reads a directory of wds sets through --data, names each missing set in one line
+and runs the rest; the group metrics come from the sets' metadata; the table averages the main metrics as DataComp
+does and says how many of the 38 tasks it had."""
+
+from __future__ import annotations
+
+import shutil
+
+import yaml
+
+from utabench.core.configfile import bundled_config
+from utabench.harness.cli import main
+from utabench.harness.config import drop_missing, load_config
+from utabench.tasks.datacomp import SUITE
+from utabench.world.wds_export import GROUP_OF_CLASS, ensure_exports
+
+
+def test_the_config_has_the_38_tasks_with_datacomps_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_CHECKPOINT", str(tmp_path / "open_clip_model.safetensors"))
+    cfg = load_config(str(bundled_config("datacomp.yaml")), data=str(tmp_path))
+    names = {e["name"] for entries in cfg.tasks.values() for e in entries}
+    assert len(SUITE) == 38 and names == {t.dataset for t in SUITE if t.metric != "jaccard"}  # WinoGAViL: no task
+    options = {e["name"]: (e.get("group_by"), e.get("f1_macro")) for e in cfg.tasks["zeroshot-classification"]}
+    assert options["fairness-dollar_street"] == options["fairness-geode"] == options["wilds-fmow"] == (0, None)
+    assert options["wilds-iwildcam"] == (None, True)
+    assert len(drop_missing(cfg)) == 37 and not cfg.tasks  # every set missing: each named, none left
+
+
+def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeypatch, capsys):
+    exports = ensure_exports(world)
+    data = tmp_path / "data"
+    shutil.copytree(exports / "imagenet1k", data / "wds_imagenet1k_test")
+    shutil.copytree(exports / "imagenet1k", data / "wds_dollar_street_test")  # a stand-in with a group field
+    raw = yaml.safe_load(bundled_config("datacomp.yaml").read_text())
+    raw["backbones"] = [{"name": "clip-tiny", "spec": "clip:utabench-clip-tiny"}]
+    config = tmp_path / "datacomp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "r"
+    assert main(["run-all", "--config", str(config), "--data", str(data), "--results", str(results), "--cache-dir",
+                 str(tmp_path / "cache"), "--threads", "2", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.err.splitlines() if "skipped (optional)" in line]
+    assert len(skipped) == 35 and any("wds_vtab-svhn_test not found" in line for line in skipped)
+    assert main(["tables", "--results", str(results), "--table", "100"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| clip-tiny"))
+    assert "2/38" in row and "(2/38)" in row and "(1/6)" not in row  # ImageNet alone is complete: no count
+    record = next(results.glob("clip-tiny/zeroshot-classification/fairness-dollar_street.json")).read_text()
+    assert '"top5_worst_group"' in record and '"top1_worst_group"' in record
+    assert GROUP_OF_CLASS == 4
