@@ -20,6 +20,7 @@ LLAVA = {"teacher": 84.6, "uta": 86.6, "uta-cft": 89.9, "random": 63.7}
 DENSE = {("detection", "coco"): ({"box_ap": 32.2, "mask_ap": 30.1}, {"box_ap": 13.3, "mask_ap": 13.9}),
          ("detection", "lvis"): ({"box_ap": 36.5, "mask_ap": 36.5}, {"box_ap": 20.0, "mask_ap": 19.1}),
          ("segmentation", "ade20k"): ({"mIoU": 15.03}, {"mIoU": 10.24})}
+PROBE = {"uta": 86.25, "mim": 41.25, "random": 11.75}  # linear-probe top-1, world seed 0 (2-core AVX-512 EPYC)
 FLOPS = {"uta": 0.64e9, "fd": 1.0e9}
 
 
@@ -45,6 +46,8 @@ def _results(tmp_path, **changes):
         _write(results, backbone, "finetune-classification", "imagenet", {"top1": top1})
     for backbone, overall in LLAVA.items():
         _write(results, backbone, "llava-bench", "llava-bench", {"overall": overall})
+    for backbone, top1 in PROBE.items():
+        _write(results, backbone, "linear-probe", "wds", {"top1": top1})
     for (task, kind), (uta, random) in DENSE.items():
         _write(results, "uta", task, kind, uta)
         _write(results, "random-dense", task, kind, random)
@@ -55,10 +58,10 @@ def test_every_claim_passes_on_a_measured_run(tmp_path, capsys):
     results = _results(tmp_path)
     verdicts = check(load_results(results))
     assert {v.status for v in verdicts} == {PASS}, [v.line() for v in verdicts if v.status != PASS]
-    assert len(verdicts) == 22
+    assert len(verdicts) == 23
     assert main(["claims", "--results", str(results)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "claims: 22 PASS, 0 FAIL, 0 not run"
+    assert out[-1] == "claims: 23 PASS, 0 FAIL, 0 not run"
     line = next(v for v in out if "UTA >= 90% of teacher" in v)
     assert line == ("PASS     UTA >= 90% of teacher: uta zero-shot top-1 84.25 >= 0.9 x teacher's 89.50 = 80.55 "
                     "(margin +3.70)")
@@ -73,7 +76,7 @@ def test_a_mim_student_above_uta_fails_its_claim_and_exits_1(tmp_path, capsys):
     assert main(["claims", "--results", str(results)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert "FAIL     MIM far under UTA: uta zero-shot top-1 84.25 > mim's 85.00 + 15 = 100.00 (margin -15.75)" in out
-    assert out[-1] == ("claims: 20 PASS, 2 FAIL, 0 not run (failed: MIM far under UTA; UTA+MIM between MIM and "
+    assert out[-1] == ("claims: 21 PASS, 2 FAIL, 0 not run (failed: MIM far under UTA; UTA+MIM between MIM and "
                        "teacher)")
 
 

@@ -87,14 +87,22 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
     run = subprocess.run(command + [str(results)], env=env, capture_output=True, text=True, timeout=4800)
     assert run.returncode == 0, run.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in results.glob("*/*/*.json")]  # not the fine-tuning work dirs
-    # 11 backbones x (6 classification + 2 retrieval sets), LLaVA-Bench for 4, 3 dense, 5 ImageNet fine-tunings
-    assert len(records) == 11 * 8 + 4 + 3 + 5
+    # 11 backbones x (7 classification + 3 retrieval sets, the linear probe and kNN), LLaVA-Bench for 4, 3 dense,
+    # 5 ImageNet fine-tunings
+    assert len(records) == 11 * 12 + 4 + 3 + 5
     assert {r["status"] for r in records if r["backbone"] != "eva02-mim-tiny"} == {"complete"}
-    assert {r["status"] for r in records if r["backbone"] == "eva02-mim-tiny"} == {"not_applicable"}  # image-only
+    image_only = {r["task"]: r["status"] for r in records if r["backbone"] == "eva02-mim-tiny"}  # no text tower
+    assert image_only == {"zeroshot-classification": "not_applicable", "retrieval": "not_applicable",
+                          "linear-probe": "complete", "knn": "complete"}
+    wds = {r["backbone"]: r["metrics"] for r in records if r["dataset"] == "imagenet-1k-wds"
+           and r["task"] == "zeroshot-classification" and r["status"] == "complete"}
+    folders = {r["backbone"]: r["metrics"] for r in records if r["dataset"] == "imagenet-1k"
+               and r["task"] == "zeroshot-classification" and r["backbone"] in wds}
+    assert len(wds) == 10 and all(wds[b]["top1"] == folders[b]["top1"] for b in wds)  # the same images as shards
     # the claims (utabench/harness/claims.py, the thresholds and the figures measured on seed 0 with them) that a run
     # without the dense random-init baseline speaks to: the dense ones are not run yet
     closing = [line for line in run.stdout.splitlines() if line.startswith("claims: ")]
-    assert closing == ["claims: 17 PASS, 0 FAIL, 5 not run (each with its figures: utabench claims --results "
+    assert closing == ["claims: 18 PASS, 0 FAIL, 5 not run (each with its figures: utabench claims --results "
                        f"{results})"], run.stdout[-3000:]
     llava = [r for r in records if r["task"] == "llava-bench"]
     assert len(llava) == 4 and all(r["provenance"]["task_details"]["judge"] == "offline-word-f1" for r in llava)
@@ -116,4 +124,4 @@ def test_run_all_embedded_default_reproduces_the_claim(tmp_path):
         assert {("uta-student", column), ("uta-world-random", column)} <= dense, column
     verdicts = check(load_results(results))  # every claim, now with the dense baseline
     print("\n".join(verdict.line() for verdict in verdicts))
-    assert len(verdicts) == 22 and {verdict.status for verdict in verdicts} == {PASS}
+    assert len(verdicts) == 23 and {verdict.status for verdict in verdicts} == {PASS}

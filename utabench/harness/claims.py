@@ -30,6 +30,7 @@ FT_UTA_OVER_MIM = 5.0  # ImageNet fine-tuning top-1: UTA over MIM, points
 FT_UTA_OVER_RANDOM = 30.0  # ... UTA over random init, points
 DENSE_OVER_RANDOM = 3.0  # detection box / mask AP and segmentation mIoU: UTA over random init, points
 LLAVA_OVER_RANDOM = 10.0  # LLaVA-Bench overall: each trained encoder over random init, points
+PROBE_MIM_OVER_RANDOM = 10.0  # linear-probe top-1 on the world's ImageNet (wds export): MIM student over random init
 BLOCK_R_MAX_OVER_MIN = 1.1  # Block-R's masking location probability, max / min over the grid (Block: > 5)
 
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "not run"
@@ -224,6 +225,17 @@ def _llava(r: Records) -> List[Verdict]:
                  f"{random[1]}'s {random[0]:.2f} + {LLAVA_OVER_RANDOM:g}") for b in scored]
 
 
+def _probe(r: Records) -> List[Verdict]:
+    """A linear probe sees what zero-shot cannot: the MIM student's features, without a text tower, against random
+    init's."""
+    mim = _one(r, "mim")
+    random = r.best_random("linear-probe", "wds", "top1")
+    return [_bar("linear probe: MIM over random init", f"{mim} linear-probe top-1",
+                 r.metric(mim, "linear-probe", "wds", "top1") if mim else None,
+                 _plus(random and random[0], PROBE_MIM_OVER_RANDOM),
+                 f"{random[1]}'s {random[0]:.2f} + {PROBE_MIM_OVER_RANDOM:g}" if random else "")]
+
+
 def _block_r(_: Records) -> List[Verdict]:
 
     prob = location_probability(MaskGenerator((16, 16), MaskSpec("block-r", 0.5)), 5000, 0)
@@ -234,7 +246,7 @@ def _block_r(_: Records) -> List[Verdict]:
 
 
 CLAIMS: List[Callable[[Records], List[Verdict]]] = [_teacher_learned, _students, _dagger, _finetuning, _dense,
-                                                    _llava, _block_r]
+                                                    _llava, _probe, _block_r]
 
 
 def check(frame: pd.DataFrame) -> List[Verdict]:
