@@ -31,7 +31,7 @@ from pydantic import Field, NonNegativeFloat
 from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
-from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.base import TaskOutput
 from utabench.tasks.linear_probe import (
     WD_GRID,
     FitOptions,
@@ -43,7 +43,7 @@ from utabench.tasks.linear_probe import (
     search_weight_decay,
 )
 from utabench.tasks.metrics import topk_accuracy
-from utabench.tasks.probe_data import PROBE_TYPES, Counts, Seeds, load_splits, num_outputs, split_features
+from utabench.tasks.probe_data import Counts, ProbeTask, Seeds, num_outputs, split_features
 
 
 class FewShotOptions(FitOptions):
@@ -118,14 +118,9 @@ def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 @TASKS.register("few-shot", help="few-shot linear probes: k images a class (1, 2, 4, 8, 16), several seeds; top-1 mean "
                 "and std")
-class FewShot(Task):
+class FewShot(ProbeTask):
     name = "few-shot"
-    cost = "evaluation"
-    dataset_types = PROBE_TYPES
     options = FewShotOptions
-
-    def load(self, dataset_cfg):
-        return load_splits(self, dataset_cfg)
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         options = options or self.options_of({})

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 
 from utabench.core.registry import TASKS
-from utabench.tasks.base import Task, TaskOutput
-from utabench.tasks.probe_data import PROBE_TYPES, Counts, SplitOptions, load_splits, num_outputs, split_features
+from utabench.tasks.base import TaskOutput
+from utabench.tasks.probe_data import Counts, ProbeTask, SplitOptions, num_outputs, split_features
 
 
 class KnnOptions(SplitOptions):
@@ -91,14 +91,9 @@ def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 @TASKS.register("knn", help="weighted kNN on frozen image features (DINOv2's: softmax(s/0.07) over the nearest, k 10, "
                 "20, 100, 200): top-1, top-5 per k")
-class Knn(Task):
+class Knn(ProbeTask):
     name = "knn"
-    cost = "evaluation"
-    dataset_types = PROBE_TYPES
     options = KnnOptions
-
-    def load(self, dataset_cfg):
-        return load_splits(self, dataset_cfg)
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         options = options or self.options_of({})

@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader, random_split
 from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
-from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.base import TaskOutput
 from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
-from utabench.tasks.probe_data import PROBE_TYPES, SplitOptions, load_splits, num_outputs, split_features
+from utabench.tasks.probe_data import ProbeTask, SplitOptions, num_outputs, split_features
 
 WD_GRID = np.logspace(-6, 2, 97)  # CLIP_benchmark's weight decays, 12 a decade
 WD_INIT = (0, 16, 32, 48, 64, 80, 96)  # np.logspace(-6, 2, 7) within the grid, by index
@@ -189,14 +189,9 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 @TASKS.register("linear-probe", help="linear probe on frozen image features (CLIP_benchmark's recipe: weight-decay "
                 "search on a split of train, refit on train+val): top-1, top-5, mean per-class recall")
-class LinearProbe(Task):
+class LinearProbe(ProbeTask):
     name = "linear-probe"
-    cost = "evaluation"
-    dataset_types = PROBE_TYPES
     options = LinearProbeOptions
-
-    def load(self, dataset_cfg):
-        return load_splits(self, dataset_cfg)
 
     def run(self, backbone, data, ctx, options=None) -> TaskOutput:
         options = options or self.options_of({})

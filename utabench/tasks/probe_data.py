@@ -29,12 +29,13 @@ from utabench.core.registry import DATASETS
 from utabench.core.schema import Schema
 from utabench.datasets.classification import ClassificationSet
 from utabench.datasets.images import ImageList
+from utabench.tasks.base import Task
 from utabench.tasks.feature_cache import image_features
 from utabench.tasks.features import Features
 
 FOLDER_TYPES = ("imagenet", "imagefolder")
 # a `wds` export (datasets/wds.py) takes its split as a key; read when that type is registered
-PROBE_TYPES = FOLDER_TYPES + tuple(t for t in ("wds",) if t in DATASETS.names())
+PROBE_TYPES = FOLDER_TYPES + ("wds",)
 
 
 def _listed(value: Any) -> Any:
@@ -102,6 +103,16 @@ def _aligned(train: ClassificationSet, test: ClassificationSet, where: str) -> C
         raise UtabenchError(f"{where}: the train split has {len(train.classnames)} classes, the test split "
                             f"{len(test.classnames)}; they must share one label space")
     return test
+
+
+class ProbeTask(Task):
+    """A probe: evaluation only, on the train and test splits of a classification set (`load_splits`)."""
+
+    cost = "evaluation"
+    dataset_types = PROBE_TYPES
+
+    def load(self, dataset_cfg):
+        return load_splits(self, dataset_cfg)
 
 
 def load_splits(task, dataset_cfg: Dict[str, Any]) -> ProbeSets:
