@@ -75,7 +75,7 @@ def test_linear_probe_equals_clip_benchmark_on_the_same_features(tmp_path, monke
 
     train_x, train_y, test_x, test_y = _clusters(150, 90, 12, 6, seed=0, noise=2.5)
     recipe = FitRecipe(lr=0.1, epochs=3, batch_size=16, seed=3)
-    ours, details = linear_probe(train_x, train_y, test_x, test_y, recipe, val_proportion=0.2, split_seed=5)
+    ours, details, _ = linear_probe(train_x, train_y, test_x, test_y, recipe, val_proportion=0.2, split_seed=5)
 
     normal = torch.nn.functional.normalize
     part, val = carve_validation(len(train_x), 0.2, 5)
@@ -309,3 +309,15 @@ def test_a_wds_export_is_probed_as_its_folders_are(world, ctx, tmp_path):
     options = task.options_of({"ks": [1, 5]})
     shards = task.run(backbone, data, ctx, options).metrics
     assert shards == task.run(backbone, task.load(_entry(world)), ctx, options).metrics
+
+
+def test_a_linear_probe_record_has_its_intervals(world, tmp_path):
+    results = tmp_path / "r"
+    assert main(["run", "linear-probe", "--backbone", "uta:tiny", "--dataset", f"imagenet:{world / 'imagenet'}",
+                 "--classes", str(world / "classes.json"), "--epochs", "1", "--results", str(results),
+                 "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--no-progress"]) == 0
+    record = json.loads(next(results.rglob("imagenet.json")).read_text())
+    for metric in ("top1", "top5", "mean_per_class_recall"):
+        low, high = record["ci"][metric]
+        assert low <= record["metrics"][metric] <= high
+    assert record["provenance"]["samples"]["file"] == "imagenet.samples.npz"

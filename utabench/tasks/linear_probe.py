@@ -41,6 +41,7 @@ from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.tasks.base import TaskOutput
+from utabench.tasks.bootstrap import classification_samples
 from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
 from utabench.tasks.probe_data import ProbeTask, SplitOptions, num_outputs, split_features
 
@@ -164,8 +165,10 @@ def search_weight_decay(train_x, train_y, val_x, val_y, num_classes: int, recipe
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  recipe: FitRecipe, val_proportion: float = 0.2, split_seed: Optional[int] = None,
-                 normalize: bool = True, device: str = "cpu") -> Tuple[Dict[str, float], Dict[str, Any]]:
-    """Metrics on the test rows and details (best weight decay, validation top-1 of every candidate)."""
+                 normalize: bool = True, device: str = "cpu"
+                 ) -> Tuple[Dict[str, float], Dict[str, Any], torch.Tensor]:
+    """Metrics on the test rows, details (best weight decay, validation top-1 of every candidate) and the test rows'
+    top-5 classes (for the bootstrap intervals)."""
     if normalize:
         train_x, test_x = F.normalize(train_x.float(), dim=-1), F.normalize(test_x.float(), dim=-1)
     num_classes = num_outputs(train_y)
@@ -176,7 +179,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     best = float(WD_GRID[peak])
     model = fit_linear(torch.cat([train_x[part], train_x[val]]), torch.cat([train_y[part], train_y[val]]),
                        num_classes, best, recipe, device)
-    metrics = classification_metrics(predict(model, test_x), test_y)
+    logits = predict(model, test_x)
+    metrics = classification_metrics(logits, test_y)
     candidates: List[Dict[str, float]] = [{"weight_decay": float(WD_GRID[i]), "val_top1": tried[i]}
                                           for i in sorted(tried)]
     details = {"weight_decay": best, "weight_decay_index": peak, "val_top1": tried[peak], "candidates": candidates,
@@ -184,7 +188,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
                "val_proportion": val_proportion, "val_images": len(val), "train_images": len(part),
                "num_classes": num_classes, "lr": recipe.lr, "epochs": recipe.epochs, "batch_size": recipe.batch_size,
                "normalized": normalize}
-    return metrics, details
+    return metrics, details, logits.topk(min(5, logits.shape[1]), dim=1).indices
 
 
 @TASKS.register("linear-probe", help="linear probe on frozen image features (CLIP_benchmark's recipe: weight-decay "
@@ -199,12 +203,14 @@ class LinearProbe(ProbeTask):
         recipe = fit_recipe(options, options["seed"])
         start = time.perf_counter()
         with preserved_rng(ctx.device):
-            metrics, details = linear_probe(feats.train.features, feats.train.targets, feats.test.features,
-                                            feats.test.targets, recipe, options["val_proportion"],
-                                            options["split_seed"], device=ctx.device)
+            metrics, details, top = linear_probe(feats.train.features, feats.train.targets, feats.test.features,
+                                                 feats.test.targets, recipe, options["val_proportion"],
+                                                 options["split_seed"], device=ctx.device)
         seconds = time.perf_counter() - start
         details.update(splits=list(data.splits), features=feats.described, precision="fp32",
                        image_features=feats.cached, test_images=len(feats.test.indices))
         return TaskOutput(metrics=metrics, num_images=feats.num_images, skipped_images=feats.skipped_images,
                           model_seconds=feats.seconds, train_seconds=seconds, details=details,
+                          samples=classification_samples(top.cpu().numpy(), feats.test.targets.numpy(),
+                                                         feats.test.indices.numpy()),
                           training={"probe": Setup(recipe.batch_size, "fp32", ctx.device_type, 1)})
