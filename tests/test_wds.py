@@ -10,6 +10,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clip_benchmark.datasets.builder import build_dataset
 from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
@@ -17,7 +18,8 @@ from clip_benchmark.webdataset_builder import convert_dataset, convert_retrieval
 from torch.utils.data import DataLoader
 
 from utabench.backbones import build_backbone
-from utabench.core.registry import DATASETS
+from utabench.core.errors import UtabenchError
+from utabench.core.registry import DATASETS, TASKS
 from utabench.harness.cli import main
 from utabench.tasks.retrieval import Retrieval
 from utabench.tasks.zeroshot_classification import ZeroShotClassification
@@ -180,3 +182,28 @@ def test_a_corrupt_image_in_a_shard_is_one_line_or_skipped_and_counted(exports, 
     assert main([*args, "--results", str(tmp_path / "b"), "--skip-corrupt"]) == 0
     dataset = json.loads(next((tmp_path / "b").rglob("wds.json")).read_text())["provenance"]["dataset"]
     assert dataset["skipped_images"] == 1 and dataset["num_images"] == 39
+
+
+def test_a_multilabel_export_scores_clip_benchmarks_map(world, exports, ctx, tmp_path):
+    """CLIP_benchmark's exporter with multilabel=True (.npy multi-hot labels): mean average precision equals its
+    own over the same shards; a probe refuses the set in one line."""
+    val = DATASETS.get("imagenet")({"root": str(world / "imagenet"), "classes": str(world / "classes.json"),
+                                    "name": "in"})
+    hot = np.zeros((len(val.samples), len(val.classnames)), dtype=np.int64)
+    for i, (_, label) in enumerate(val.samples):
+        hot[i, label] = hot[i, (label + 1 + i % 3) % len(val.classnames)] = 1  # a second label per image
+    listed = _Listed((str(path), row) for (path, _), row in zip(val.samples, hot))
+    listed.classes = val.classnames
+    root = tmp_path / "wds_multi"
+    convert_dataset(listed, "test", str(root), transform=path_to_bytes, max_count=16, multilabel=True, verbose=False)
+    backbone = build_backbone(BACKBONE)
+    data = ZeroShotClassification().load({"type": "wds", "root": str(root), "name": "multi"})
+    ours = ZeroShotClassification().run(backbone, data, ctx).metrics
+    theirs_data, loader = _theirs(root, backbone, "zeroshot_classification")
+    theirs = zeroshot_classification.evaluate(backbone, loader, backbone.tokenize, theirs_data.classes,
+                                              theirs_data.templates, "cpu", amp=False)
+    assert set(ours) == {"mean_average_precision"}
+    assert ours["mean_average_precision"] == pytest.approx(100 * theirs["mean_average_precision"], abs=1e-4)
+    shutil.copytree(root / "test", root / "train")
+    with pytest.raises(UtabenchError, match="is a multilabel set; a probe reads one label an image"):
+        TASKS.get("linear-probe")().load({"type": "wds", "root": str(root), "name": "multi"})

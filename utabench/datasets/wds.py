@@ -2,11 +2,12 @@
 
     ROOT/classnames.txt                          one class name per line (line i names label i)
     ROOT/zeroshot_classification_templates.txt   one template per line, with {c}
-    ROOT/dataset_type.txt                        optional: classification (the default) or retrieval
+    ROOT/dataset_type.txt                        optional: classification (the default), multilabel or retrieval
     ROOT/<split>/nshards.txt                     the number of shards N
     ROOT/<split>/0.tar ... <N-1>.tar             samples <key>.<ext>: an image (.webp, .png, .jpg or .jpeg, the first
-                                                 of these present) with its label (.cls, an ASCII integer) or its
-                                                 captions (.txt, one per line)
+                                                 of these present) with its label (.cls, an ASCII integer), its
+                                                 labels (.npy, multi-hot over the classes) or its captions (.txt,
+                                                 one per line)
 
 Members are grouped into samples by webdataset's own rule (`base_plus_ext`: the key is the path up to the first dot
 of the file name). The shards are indexed once, and images are read by their offset in the tar, so a set of shards
@@ -36,7 +37,7 @@ from utabench.datasets.retrieval import RetrievalSet
 from utabench.datasets.vocab import read_templates
 
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's order: the first present is the sample's image
-KINDS = ("classification", "retrieval")
+KINDS = ("classification", "multilabel", "retrieval")
 LAYOUT = "ROOT/{classnames.txt, zeroshot_classification_templates.txt, <split>/nshards.txt, <split>/<i>.tar}"
 
 
@@ -49,6 +50,7 @@ class WdsEntry(Schema):
 
 class WdsClassificationSet(ClassificationSet):
     metadata: Optional[np.ndarray] = None  # (samples, fields) from each sample's .npy, where the set has them
+    multi_hot: Optional[np.ndarray] = None  # a multilabel set: (samples, classes); each sample's label is its row
 
     @property
     def files(self) -> List[Path]:
@@ -150,8 +152,7 @@ def _kind(root: Path) -> str:
     path = root / "dataset_type.txt"
     kind = path.read_text().strip() if path.is_file() else "classification"
     if kind not in KINDS:
-        hint = " (multi-label sets are not read yet)" if kind == "multilabel" else ""
-        raise UtabenchError(f"{path} says {kind!r}; utabench reads {' and '.join(KINDS)} sets{hint}")
+        raise UtabenchError(f"{path} says {kind!r}; utabench reads {', '.join(KINDS)} sets")
     return kind
 
 
@@ -181,10 +182,20 @@ def wds(cfg):
     classnames = read_classnames(Path(cfg["classnames"]) if cfg.get("classnames") else root / "classnames.txt")
     own = root / "zeroshot_classification_templates.txt"
     templates = read_templates(cfg.get("templates") or (str(own) if own.is_file() else None))
+    labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
+    if kind == "multilabel":
+        multi_hot = _rows(samples, "labels")
+        if multi_hot.shape[1] != len(classnames) or not np.isin(multi_hot, (0, 1)).all():
+            raise UtabenchError(f"the .npy labels of {root / split} must be 0 / 1 over the {len(classnames)} classes "
+                                f"of classnames.txt; they have {multi_hot.shape[1]} values")
+        data = WdsClassificationSet(name=name, type="wds", root=root, samples=[
+            (_image(shard, key, parts), i) for i, (shard, key, parts) in enumerate(samples)], classnames=classnames,
+            templates=templates, extra=described + labels + multi_hot.tobytes())
+        data.multi_hot = multi_hot
+        return data
     labelled = [(_image(shard, key, parts), _label(shard, key, parts, len(classnames))) for shard, key, parts in
                 samples]
-    labels = json.dumps({"classnames": classnames, "templates": templates}).encode()
-    metadata = _metadata(samples)
+    metadata = _rows(samples, "metadata") if any("npy" in parts for _, _, parts in samples) else None
     data = WdsClassificationSet(name=name, type="wds", root=root, samples=labelled, classnames=classnames,
                                 templates=templates, extra=described + labels
                                 + (metadata.tobytes() if metadata is not None else b""))
@@ -192,22 +203,21 @@ def wds(cfg):
     return data
 
 
-def _metadata(samples) -> Optional[np.ndarray]:
-    """Each sample's .npy (DataComp's group fields: Dollar Street's income group, GeoDE's and FMoW's region, ...) as
-    rows of one integer array; None where the set has none. Every sample has one, of one length, or none does."""
-    with_npy = [(shard, key, parts) for shard, key, parts in samples if "npy" in parts]
-    if not with_npy:
-        return None
-    if len(with_npy) != len(samples):
-        shard, key, _ = next(s for s in samples if "npy" not in s[2])
-        raise UtabenchError(f"shard {shard}: sample {key!r} has no metadata (.npy) where the others have")
+def _rows(samples, what: str) -> np.ndarray:
+    """Each sample's .npy as rows of one integer array: a classification set's metadata (DataComp's group fields:
+    Dollar Street's income group, GeoDE's and FMoW's region, ...) or a multilabel set's labels. Every sample has one,
+    of one length."""
+    missing = next(((shard, key) for shard, key, parts in samples if "npy" not in parts), None)
+    if missing:
+        raise UtabenchError(f"shard {missing[0]}: sample {missing[1]!r} has no {what} (.npy)"
+                            + (" where the others have" if what == "metadata" else ""))
     rows = []
-    for shard, key, parts in with_npy:
+    for shard, key, parts in samples:
         try:
             row = np.load(io.BytesIO(_read_member(shard, parts["npy"])), allow_pickle=False)
         except ValueError as exc:
             raise UtabenchError(f"shard {shard}: sample {key!r} has a .npy numpy cannot read ({exc})") from None
         rows.append(np.asarray(row).reshape(-1))
     if len({row.shape for row in rows}) != 1:
-        raise UtabenchError(f"the .npy metadata of {samples[0][0].parent} differ in length between samples")
+        raise UtabenchError(f"the .npy {what} of {samples[0][0].parent} differ in length between samples")
     return np.stack(rows).astype(np.int64)

@@ -2,8 +2,8 @@
 scored tasks, each with DataComp's main metric, and the table that averages them as DataComp does.
 
 `configs/datacomp.yaml` runs the suite on CLIP_benchmark's `wds_*` exports in one directory. Each task's record is
-found by its dataset name (the DataComp key, `/` as `-`) among the records of `wds` sets; its main metric is read from the record as below. The table
-gives, per backbone, the average over the 38 tasks (DataComp's "Average": each task weighs the same) and DataComp's
+found by its dataset name (the DataComp key, `/` as `-`) among the records of `wds` sets; its main metric is read
+from the record as below. The table gives, per backbone, the average over the 38 tasks (DataComp's "Average": each task weighs the same) and DataComp's
 group averages (ImageNet; its 6 distribution shifts; the 13 VTAB tasks; the 3 retrieval tasks); an average that lacks
 tasks is shown with how many of its tasks ran, never as the full one.
 """

@@ -23,6 +23,19 @@ def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor) -> f
     return 100.0 * sum(recalls) / len(recalls)
 
 
+def mean_average_precision(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
+    """Percent: the mean over all classes of average precision (clip_benchmark's multi-label metric, from torchnet's
+    meter): rank the samples by the class's score, average the precision at each positive; a class without positives
+    counts 0."""
+    ranks = torch.arange(1, scores.shape[0] + 1, dtype=torch.float32)
+    total = 0.0
+    for k in range(scores.shape[1]):
+        truth = multi_hot[torch.sort(scores[:, k], 0, True).indices, k]
+        precision = truth.float().cumsum(0) / ranks
+        total += float(precision[truth.bool()].sum()) / max(float(truth.sum()), 1.0)
+    return 100.0 * total / scores.shape[1]
+
+
 def retrieval_recall(scores: torch.Tensor, positives: torch.Tensor, ks: Sequence[int], chunk: int = 1024
                      ) -> Dict[int, float]:
     """scores (queries, items), positives bool (queries, items): percent of queries with a positive in the top k."""

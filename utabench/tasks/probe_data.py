@@ -143,6 +143,8 @@ def load_splits(task, dataset_cfg: Dict[str, Any]) -> ProbeSets:
         kind = getattr(part, "kind", "classification")
         if kind != "classification":
             raise UtabenchError(f"{where}: split {split} is a {kind} set; a probe reads classification sets")
+        if getattr(part, "multi_hot", None) is not None:
+            raise UtabenchError(f"{where}: split {split} is a multilabel set; a probe reads one label an image")
     train, test = sets
     test = _aligned(train, test, where)
     root = Path(str(cfg["root"])).expanduser()

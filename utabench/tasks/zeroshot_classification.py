@@ -19,7 +19,7 @@ from utabench.tasks.base import Task, TaskOutput
 from utabench.tasks.bootstrap import classification_samples
 from utabench.tasks.feature_cache import image_features
 from utabench.tasks.group_metrics import macro_f1, worst_group_accuracy
-from utabench.tasks.metrics import mean_per_class_recall, topk_accuracy
+from utabench.tasks.metrics import mean_average_precision, mean_per_class_recall, topk_accuracy
 from utabench.tasks.text_classifier import zero_shot_classifier
 
 
@@ -46,6 +46,13 @@ class ZeroShotClassification(Task):
         images = ImageList(data.samples, backbone.image_transform(), ctx.skip_corrupt)
         feats = image_features(backbone, images, ctx, f"{data.name}")
         logits = 100.0 * F.normalize(feats.features, dim=-1) @ classifier
+        if getattr(data, "multi_hot", None) is not None:  # a multilabel set: clip_benchmark reports mAP alone
+            targets = torch.as_tensor(data.multi_hot)[feats.targets]
+            return TaskOutput(metrics={"mean_average_precision": mean_average_precision(logits, targets)},
+                              num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
+                              model_seconds=feats.seconds, details={
+                                  "num_classes": len(data.classnames), "num_templates": len(data.templates),
+                                  "multilabel": True, "image_features": "cached" if feats.cached else "computed"})
         acc = topk_accuracy(logits, feats.targets, (1, 5))
         metrics = {"top1": acc[1], "mean_per_class_recall": mean_per_class_recall(logits.argmax(1), feats.targets)}
         if 5 in acc:
