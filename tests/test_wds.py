@@ -4,10 +4,14 @@ a bad shard is one line; the fingerprint and the feature cache follow the shards
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import shutil
 import tarfile
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +211,34 @@ def test_a_multilabel_export_scores_clip_benchmarks_map(world, exports, ctx, tmp
     shutil.copytree(root / "test", root / "train")
     with pytest.raises(UtabenchError, match="is a multilabel set; a probe reads one label an image"):
         TASKS.get("linear-probe")().load({"type": "wds", "root": str(root), "name": "multi"})
+
+
+def test_a_set_behind_a_url_is_mirrored_then_read_as_the_folder(exports, ctx, tmp_path):
+    """root: http://... (a local server here): the metadata and shards are downloaded once into the mirror, then the
+    set reads exactly as its folder; a missing set is one line."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(exports))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/wds_in"
+        entry = {"type": "wds", "root": url, "name": "in", "mirror": str(tmp_path / "mirror")}
+        remote = ZeroShotClassification().load(entry)
+        local = ZeroShotClassification().load({"type": "wds", "root": str(exports / "wds_in"), "name": "in"})
+        assert remote.classnames == local.classnames and remote.templates == local.templates
+        assert [f.read_bytes() for f in remote.files] == [f.read_bytes() for f in local.files]
+        backbone = build_backbone(BACKBONE)
+        assert ZeroShotClassification().run(backbone, remote, ctx).metrics == \
+            ZeroShotClassification().run(backbone, local, replace(ctx, cache_dir=tmp_path / "other")).metrics
+        with pytest.raises(UtabenchError, match="cannot download .*/wds_absent/test/nshards.txt: HTTP 404"):
+            ZeroShotClassification().load({**entry, "root": url.replace("wds_in", "wds_absent")})
+    finally:
+        server.shutdown()
+
+
+def test_a_hugging_face_tree_url_reads_metadata_raw_and_shards_resolved():
+    from utabench.datasets.wds_mirror import _bases
+
+    assert _bases("https://huggingface.co/datasets/djghosh/wds_cars_test/tree/main/") == (
+        "https://huggingface.co/datasets/djghosh/wds_cars_test/raw/main",
+        "https://huggingface.co/datasets/djghosh/wds_cars_test/resolve/main")
+    assert _bases("https://example.org/sets/wds_cars") == ("https://example.org/sets/wds_cars",) * 2

@@ -35,6 +35,7 @@ from utabench.datasets.classification import ClassificationSet
 from utabench.datasets.images import TarMember, dataset_root, source_files
 from utabench.datasets.retrieval import RetrievalSet
 from utabench.datasets.vocab import read_templates
+from utabench.datasets.wds_mirror import is_url, mirror
 
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's order: the first present is the sample's image
 KINDS = ("classification", "multilabel", "retrieval")
@@ -43,6 +44,8 @@ LAYOUT = "ROOT/{classnames.txt, zeroshot_classification_templates.txt, <split>/n
 
 class WdsEntry(Schema):
     split: str = Field("test", description="the split folder read (default test)")
+    mirror: Optional[str] = Field(None, description="where a set behind a URL root is downloaded (default "
+                                  "$UTABENCH_CACHE/wds, else ~/.cache/utabench/wds)")
     classnames: Optional[str] = Field(None, description="class names, one per line (default ROOT/classnames.txt)")
     templates: Optional[str] = Field(None, description="templates with {c}, one per line or JSON (default "
                                      "ROOT/zeroshot_classification_templates.txt, else OpenAI's 80)")
@@ -162,8 +165,11 @@ def _indexed(shards: List[Path]) -> List[Tuple[Path, str, Dict[str, tarfile.TarI
 
 @DATASETS.register("wds", help=f"a CLIP_benchmark webdataset export: {LAYOUT}", schema=WdsEntry)
 def wds(cfg):
-    root = dataset_root(cfg.get("root"), LAYOUT)
     split = cfg.get("split") or "test"
+    if is_url(cfg.get("root") or ""):  # mirrored to a local folder first, then read as one
+        root = mirror(str(cfg["root"]), split, cfg.get("mirror"))
+    else:
+        root = dataset_root(cfg.get("root"), LAYOUT)
     kind = _kind(root)
     samples = _indexed(shard_paths(root, split))
     if not samples:

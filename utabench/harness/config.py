@@ -192,7 +192,8 @@ def drop_missing(cfg: RunConfig) -> List[str]:
     line for each."""
     lines = []
     for task, entries in cfg.tasks.items():
-        kept = [e for e in entries if not (e.get("optional") and e.get("root") and not Path(e["root"]).exists())]
+        kept = [e for e in entries if not (e.get("optional") and e.get("root") and "://" not in str(e["root"])
+                                           and not Path(e["root"]).exists())]
         lines += [f"tasks.{task}: dataset {e['name']}: {e['root']} not found; skipped (optional)"
                   for e in entries if e not in kept]
         cfg.tasks[task] = kept
