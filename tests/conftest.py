@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from utabench.harness.plugins import load_all
 
 torch.set_num_threads(2)
 load_all()
+os.environ.setdefault("OUTDATED_IGNORE", "1")  # wilds (a test's reference) would ask PyPI for newer versions
 
 SMALL_COUNTS = {"val": 4, "v2": 2, "sketch": 2, "a": 2, "r": 2, "objectnet": 2, "flickr30k": 12, "coco": 16,
                 "train": 4, "pairs": 40, "det_train": 8, "det_val": 4, "seg_train": 8, "seg_val": 4,
