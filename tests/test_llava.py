@@ -503,7 +503,10 @@ def test_torchrun_two_processes_train_the_same_llava(world, tmp_path):
             # the two ranks' gradients are summed in another order: up to 1.8e-5 apart on a 2-core Xeon (2026-12-02)
             torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-3)
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("*/*/*.json")]
-    assert len(records) == 1 and records[0]["provenance"]["evaluation"]["world_size"] == 2
+    provenance = records[0]["provenance"]
+    assert len(records) == 1 and provenance["training"]["stage1"]["world_size"] == 2 == \
+        provenance["training"]["stage2"]["world_size"]
+    assert provenance["evaluation"]["world_size"] == 1  # the answers are generated on rank 0, one at a time
     answers = list((tmp_path / "two" / work).glob("answers-*.jsonl"))
     assert len(answers) == 1 and len(answers[0].read_text().splitlines()) == len(read_bench(_llava(world, "bench")).questions)
 

@@ -178,7 +178,7 @@ def launch(args) -> int:
     print(f"submitted {len(cheap)} evaluation cells (one array of 1-GPU jobs) and {len(training)} training cells "
           f"({opts.gpus_per_job} processes each) through {args.launcher}; `utabench status --results {results}`")
     failed = _wait(submitted)
-    print_tables(results)
+    print(f"report: {print_tables(results)}")
     print(f"{len(submitted) - len(failed)} cells done, {len(failed)} failed"
           + (f" (logs: `utabench status --results {results}`)" if failed else ""))
     return 1 if failed else 0

@@ -27,14 +27,14 @@ def run_inline(session: Session, backbones, cells: Optional[Set[str]] = None) ->
     return run_jobs(jobs, session.ctx, force=session.request.force, log=session.log, progress=session.progress)
 
 
-def print_tables(results: Path) -> None:
-    """The tables of a results directory on stdout, the report written, and the claims' verdict line."""
+def print_tables(results: Path) -> Path:
+    """The tables of a results directory on stdout and the claims' verdict line; returns the report it wrote."""
     records = load_results(results)
     print()
     print(render(records, "markdown", with_paper=False))
     report = write_report(results, results / "report.html")
-    print(f"report: {report}")
     print(f"{claims_summary(check_claims(records))} (each with its figures: utabench claims --results {results})")
+    return report
 
 
 def run_all(request: Request, cells: Optional[Set[str]] = None, pretrain_only: bool = False) -> int:
@@ -51,9 +51,9 @@ def run_all(request: Request, cells: Optional[Set[str]] = None, pretrain_only: b
             return 0
         summary = run_inline(session, backbones, cells)
     if ctx.dist.is_main and cells is None:
-        print_tables(session.results)
+        report = print_tables(session.results)
         counts = Counter(row["status"].split(" (")[0] for row in summary)
         print(f"run-all done in {session.progress.elapsed()}: "
               + ", ".join(f"{n} {status}" for status, n in counts.items())
-              + f" (of {len(summary)} jobs); records in {session.results}/")
+              + f" (of {len(summary)} jobs); records in {session.results}/; report: {report}")
     return 0

@@ -8,7 +8,8 @@ extension and `.cls` (the label as text), `.txt` (captions, one per line) or `.n
 - imagenet-r, imagenet-sketch: test;
 - flickr30k: its Karpathy test images with their captions (retrieval).
 
-Made once per world, beside its folders (the world's own files and version are unchanged), atomically.
+Made once per world, beside its folders (the world's own files and version are unchanged), atomically; a world
+generated with counts that leave a set (or its train split) empty exports what it has.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def export_retrieval(out: Path, images: List[Path], captions: List[List[str]]) -
                          for path, caps in zip(images, captions)])
 
 
+def _has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(path.is_file() for path in folder.rglob("*.*"))
+
+
 def ensure_exports(world: Path) -> Path:
     """`<world>/wds`, made if missing."""
     root = world / "wds"
@@ -70,17 +75,22 @@ def ensure_exports(world: Path) -> Path:
         return root
     tmp = world / f".wds.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     entry = {"classes": str(world / "classes.json"), "templates": str(world / "templates.txt")}
-    val = imagenet({**entry, "root": str(world / "imagenet")})
-    train = imagenet({**entry, "root": str(world / "imagenet" / "train")})
-    export_classification(tmp / "imagenet1k", {"test": val.samples, "train": train.samples}, val.classnames,
-                          val.templates, GROUP_OF_CLASS)
+    if _has_images(world / "imagenet" / "val"):
+        val = imagenet({**entry, "root": str(world / "imagenet")})
+        splits = {"test": val.samples}
+        if _has_images(world / "imagenet" / "train"):
+            splits["train"] = imagenet({**entry, "root": str(world / "imagenet" / "train")}).samples
+        export_classification(tmp / "imagenet1k", splits, val.classnames, val.templates, GROUP_OF_CLASS)
     for name, reader, folder in (("imagenet-r", imagenet_r, "imagenet-r"),
                                  ("imagenet-sketch", imagenet_sketch, "imagenet-sketch")):
-        data = reader({**entry, "root": str(world / folder)})
-        export_classification(tmp / name, {"test": data.samples}, data.classnames, data.templates)
-    flickr = flickr30k({"root": str(world / "flickr30k")})
-    export_retrieval(tmp / "flickr30k", flickr.images, flickr.captions)
+        if _has_images(world / folder):
+            data = reader({**entry, "root": str(world / folder)})
+            export_classification(tmp / name, {"test": data.samples}, data.classnames, data.templates)
+    if (world / "flickr30k" / "dataset_flickr30k.json").is_file():
+        flickr = flickr30k({"root": str(world / "flickr30k")})
+        export_retrieval(tmp / "flickr30k", flickr.images, flickr.captions)
     try:
         os.rename(tmp, root)
     except OSError:  # another process finished first
