@@ -15,14 +15,13 @@ Random weights (nothing is downloaded); precision auto (bf16 on CUDA).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from zeroshot_throughput import make_images  # bench/'s synthetic images (this script's folder is on sys.path)
+from zeroshot_throughput import bench_arguments, make_images  # this script's folder is on sys.path
 
 import utabench  # noqa: F401  (torchvision shim)
 from utabench.backbones import build_backbone
@@ -44,14 +43,7 @@ def export(root: Path, images: Path, split: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="clip:ViT-B-16")
-    parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "amp_bf16"])
-    args = parser.parse_args()
+    args = bench_arguments(__doc__.splitlines()[0])
     load_all()
     from clip_benchmark.datasets.builder import build_dataset
     from clip_benchmark.metrics import zeroshot_classification

@@ -60,15 +60,20 @@ def model_only(backbone, ctx: RunContext, batches: int = 20) -> float:
     return batches * ctx.batch_size / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_arguments(description: str) -> argparse.Namespace:
+    """The flags of the zero-shot throughput benches (this one and wds_throughput.py), parsed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backbone", default="clip:ViT-B-16")
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "amp_bf16"])
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = bench_arguments(__doc__.splitlines()[0])
     load_all()
     from clip_benchmark.metrics import zeroshot_classification
     from torchvision.datasets import ImageFolder
