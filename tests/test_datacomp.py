@@ -48,3 +48,9 @@ def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeyp
     record = next(results.glob("clip-tiny/zeroshot-classification/fairness-dollar_street.json")).read_text()
     assert '"top5_worst_group"' in record and '"top1_worst_group"' in record
     assert GROUP_OF_CLASS == 4
+
+
+def test_data_for_a_config_without_it_is_one_line(tmp_path, capsys):
+    assert main(["run-all", "--data", str(tmp_path), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no ${DATA} for it to name" in err and not (tmp_path / "r").exists()

@@ -137,6 +137,9 @@ def load_config(path: Optional[str] = None, data: Optional[str] = None) -> RunCo
 
     source = Path(path) if path else bundled_config(DEFAULT_CONFIG)
     raw = read_yaml_mapping(source, "config", "pass a YAML file with `backbones` and `tasks` (see utabench/configs/)")
+    if data and "${DATA}" not in source.read_text():
+        raise UtabenchError(f"--data {data}: config {source} has no ${{DATA}} for it to name; drop --data or use a "
+                            "config whose dataset roots say ${DATA}/... (e.g. utabench/configs/datacomp.yaml)")
     cfg = validate(RunConfigFile, expand_env(raw, str(source), {"DATA": data} if data else None), f"config {source}")
     if not cfg.backbones:
         raise UtabenchError(f"config {source}: `backbones` must be a non-empty list of backbone entries")
