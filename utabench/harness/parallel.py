@@ -8,18 +8,17 @@ pretraining first, then the longest by the stage-time estimates: a pretraining r
 (else the whole budget), a job stage the budget over N. A stage is one pretraining run, one training job (detection,
 segmentation, fine-tuning, LLaVA) or one backbone's zero-shot or retrieval jobs.
 
-Each stage runs in a spawned worker (no progress bars: the workers share one terminal) and writes what the serial run
-writes (records, checkpoints, caches, each atomically, under the same record locks). Workers send back their log lines,
-which this process prints when the stage ends, and their stage times, so that `stage-times.json` has one writer. A
-failed stage stops the others (what they finished is kept, and a rerun resumes) and its error is raised here. Thread
-counts are a function of the command and the configs, never of what else runs, so the same command gives the same bits.
+Each stage runs in a spawned worker (harness/workers.py; no progress bars: the workers share one terminal) and writes
+what the serial run writes (records, checkpoints, caches, each atomically, under the same record locks). Workers send
+back their log lines, which this process prints when the stage ends, and their stage times, so that `stage-times.json`
+has one writer. A failed stage, or a worker that dies, stops the others (what they finished is kept, and a rerun
+resumes) and its error is raised here. Thread counts are a function of the command and the configs, never of what else
+runs, so the same command gives the same bits.
 """
 
 from __future__ import annotations
 
 import copy
-import multiprocessing
-import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from utabench.harness.runner import evaluation_only, load_datasets, plan_jobs, r
 from utabench.harness.schedule import Planned, next_to_start, time_left
 from utabench.harness.session import Request, Session, open_session
 from utabench.harness.store import is_done
+from utabench.harness.workers import WorkerPool
 from utabench.pretrain.config import config_path, is_pretrain_entry
 from utabench.pretrain.teacher_cache import sharing_key
 
@@ -76,21 +76,15 @@ _WORKER: Dict[str, Any] = {}
 
 def _init_worker(request: Request, datasets: Dict[tuple, Any]) -> None:
     """Fill the registries and open the session as run-all does, without progress bars (several workers share one
-    terminal); `datasets`: what the main process loaded, so that no worker lists them again. A failure is kept and
-    raised by the first stage: a pool whose initializer raises would start replacement workers forever."""
-    try:
-        load_all()
-        lines: List[str] = []
-        _WORKER.update(session=open_session(request, log=lines.append), lines=lines, datasets=datasets)
-    except BaseException as exc:  # noqa: B036  (handed to the first stage, which raises it in the main process)
-        _WORKER["error"] = exc
+    terminal); `datasets`: what the main process loaded, so that no worker lists them again."""
+    load_all()
+    lines: List[str] = []
+    _WORKER.update(session=open_session(request, log=lines.append), lines=lines, datasets=datasets)
 
 
 def _run_stage(kind: str, payload: Any, threads: int) -> Dict[str, Any]:
     """Run one stage in this worker: returns its result (a job stage's summary rows; nothing for a pretraining run,
     whose backbone entries the main process reads from the cache), its log lines and its stage times."""
-    if "error" in _WORKER:
-        raise _WORKER["error"]
     torch.set_num_threads(threads)
     session, lines = _WORKER["session"], _WORKER["lines"]
     progress = session.progress
@@ -215,9 +209,7 @@ def run_parallel(session: Session, workers: int) -> List[Dict[str, str]]:
     running: Dict[str, Stage] = {}
     began: Dict[str, float] = {}
     finished: set = set()
-    replies: "queue.SimpleQueue" = queue.SimpleQueue()
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(session.request, loaded))
+    pool = WorkerPool(workers, _init_worker, (session.request, loaded))
     started = 0
     try:
         while pending or running:
@@ -231,13 +223,9 @@ def run_parallel(session: Session, workers: int) -> List[Dict[str, str]]:
                 started += 1
                 left = _left(progress, pending, running, began, workers, budget, job_threads)
                 progress.announce(f"[{started}] {stage.label}", _estimate(progress, stage), left)
-                pool.apply_async(_run_stage, (stage.kind, stage.payload, stage.threads),
-                                 callback=lambda reply, name=stage.name: replies.put((name, reply, None)),
-                                 error_callback=lambda exc, name=stage.name: replies.put((name, None, exc)))
-            name, reply, error = replies.get()
+                pool.submit(stage.name, _run_stage, stage.kind, stage.payload, stage.threads)
+            name, reply = pool.next_reply()
             stage = running.pop(name)
-            if error is not None:
-                raise error
             for line in reply["lines"]:
                 progress.log(line)
             progress.record(reply["times"])
@@ -252,8 +240,6 @@ def run_parallel(session: Session, workers: int) -> List[Dict[str, str]]:
                 for job_stage in _job_stages(resolved, cfg.tasks, results, force, job_threads, stage.order,
                                              summary):
                     pending[job_stage.name] = job_stage
-        pool.close()
     finally:
-        pool.terminate()
-        pool.join()
+        pool.close()
     return summary

@@ -1,0 +1,79 @@
+"""run-all --parallel's worker processes (harness/workers.py): replies come back by tag, a call's exception is raised
+in the parent, and neither a worker that dies nor a busy worker at close makes the parent wait without end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from utabench.core.errors import UtabenchError
+from utabench.harness.workers import WorkerPool
+
+_STATE = {}
+
+
+def _remember(value):
+    _STATE["value"] = value
+
+
+def _recall(extra):
+    return _STATE.get("value"), extra, os.getpid()
+
+
+def _fail(message):
+    raise UtabenchError(message)
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sleep(seconds):
+    time.sleep(seconds)
+
+
+def _refuse():
+    raise UtabenchError("the initializer failed")
+
+
+def test_replies_come_back_by_tag_from_initialised_workers():
+    pool = WorkerPool(2, _remember, ("set up",))
+    try:
+        pool.submit("a", _recall, 1)
+        pool.submit("b", _recall, 2)
+        assert pool.idle() == 0
+        replies = dict(pool.next_reply() for _ in range(2))
+        assert {tag: reply[:2] for tag, reply in replies.items()} == {"a": ("set up", 1), "b": ("set up", 2)}
+        assert replies["a"][2] != replies["b"][2] != os.getpid()  # two worker processes
+        pool.submit("c", _fail, "stage c is broken")
+        with pytest.raises(UtabenchError, match="stage c is broken"):
+            pool.next_reply()
+        assert pool.idle() == 2
+    finally:
+        pool.close()
+
+
+def test_a_dead_worker_is_an_error_not_a_wait():
+    pool = WorkerPool(2, _remember, (None,))
+    began = time.monotonic()
+    try:
+        pool.submit("[uta-student] pretraining", _die)
+        pool.submit("sleeper", _sleep, 60)
+        with pytest.raises(UtabenchError, match=r"running \[uta-student\] pretraining died \(killed by signal 9"):
+            pool.next_reply()
+    finally:
+        pool.close()  # terminates the sleeper
+    assert time.monotonic() - began < 30
+
+
+def test_a_failed_initializer_is_raised_by_the_first_call():
+    pool = WorkerPool(1, _refuse)
+    try:
+        pool.submit("x", _recall, 0)
+        with pytest.raises(UtabenchError, match="the initializer failed"):
+            pool.next_reply()
+    finally:
+        pool.close()
