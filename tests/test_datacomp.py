@@ -19,11 +19,12 @@ def test_the_config_has_the_38_tasks_with_datacomps_metrics(tmp_path, monkeypatc
     monkeypatch.setenv("CLIP_CHECKPOINT", str(tmp_path / "open_clip_model.safetensors"))
     cfg = load_config(str(bundled_config("datacomp.yaml")), data=str(tmp_path))
     names = {e["name"] for entries in cfg.tasks.values() for e in entries}
-    assert len(SUITE) == 38 and names == {t.dataset for t in SUITE if t.metric != "jaccard"}  # WinoGAViL: no task
+    assert len(SUITE) == 38 and names == {t.dataset for t in SUITE}
+    assert cfg.tasks["winogavil"][0]["type"] == "winogavil"
     options = {e["name"]: (e.get("group_by"), e.get("f1_macro")) for e in cfg.tasks["zeroshot-classification"]}
     assert options["fairness-dollar_street"] == options["fairness-geode"] == options["wilds-fmow"] == (0, None)
     assert options["wilds-iwildcam"] == (None, True)
-    assert len(drop_missing(cfg)) == 37 and not cfg.tasks  # every set missing: each named, none left
+    assert len(drop_missing(cfg)) == 38 and not cfg.tasks  # every set missing: each named, none left
 
 
 def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeypatch, capsys):
@@ -40,7 +41,7 @@ def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeyp
                  str(tmp_path / "cache"), "--threads", "2", "--no-progress"]) == 0
     captured = capsys.readouterr()
     skipped = [line for line in captured.err.splitlines() if "skipped (optional)" in line]
-    assert len(skipped) == 35 and any("wds_vtab-svhn_test not found" in line for line in skipped)
+    assert len(skipped) == 36 and any("wds_vtab-svhn_test not found" in line for line in skipped)
     assert main(["tables", "--results", str(results), "--table", "100"]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("| clip-tiny"))

@@ -88,7 +88,7 @@ def test_pretraining_and_llava_need_no_mm_libraries():
 # third-party libraries that are slow to import or optional: a function may import them (or a utabench module that
 # imports them at its top) when it needs them, so that `utabench list`, the harness and CPU-only runs go without
 HEAVY = ("mmcv", "mmengine", "mmdet", "mmseg", "transformers", "tokenizers", "open_clip", "timm", "submitit",
-         "matplotlib", "webdataset", "lvis", "pycocotools", "torchvision", "requests", "fcntl")
+         "matplotlib", "webdataset", "lvis", "pycocotools", "torchvision", "requests", "fcntl", "datasets", "pyarrow")
 
 
 def _module(path: Path) -> str:

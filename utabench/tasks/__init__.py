@@ -10,5 +10,6 @@ from utabench.tasks import (  # noqa: F401  (registration)
     llava_bench,
     retrieval,
     segmentation,
+    winogavil,
     zeroshot_classification,
 )

@@ -1,4 +1,4 @@
-"""Per-sample outcomes of zero-shot classification and retrieval, and bootstrap intervals from them.
+"""Per-sample outcomes of zero-shot classification, retrieval and WinoGAViL, and bootstrap intervals from them.
 
 A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples`), and the runner writes it beside
 the record as `<record>.samples.npz`:
@@ -8,6 +8,11 @@ the record as `<record>.samples.npz`:
 - retrieval: `text_rank` (texts,) how many images score above the text's own image (0: its image is first);
   `text_image` (texts,) the position (in `ids`) of the text's image; `image_rank` (images,) how many texts score
   above the best of the image's own texts; `ids` (images,) each image's index in the dataset's image list.
+- jaccard (WinoGAViL): `jaccard` (games,) each game's Jaccard index of the chosen candidates with its associations
+  (0..1); `candidates` (games,) its number of candidates; `ids` (games,) each game's index in the set. The metrics are
+  DataComp's (eval_utils/wino_eval.py): the mean index over all games (avg_jaccard_score) and over the games with 5,
+  6, 10, 12, at most 6 and at least 10 candidates (jaccard_score_5, ..., jaccard_score_5-6, jaccard_score_10-12), in
+  percent; a group without games has no value.
 
 Every metric is recomputed from these (`point_metrics`; a hit at k is a rank below k), and its 95% interval is the
 percentile bootstrap over `RESAMPLES` resamples drawn with `SEED`: resample `b` is `rng.integers(0, n, size=n)` of
@@ -19,7 +24,8 @@ averaged over the classes present in the resample (not stratified by class). A r
 replacement and each drawn image carries all its texts, for both directions: text retrieval (image -> texts) counts
 the drawn images, image retrieval (text -> image) the texts they carry (a cluster bootstrap: an image's captions are
 not independent of one another). The ranks stay those against the full gallery; the resamples vary which queries
-count, not what they are ranked against.
+count, not what they are ranked against. A jaccard resample draws games; a group's interval is over the resamples
+that drew one of its games.
 
 A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
 samples, so Δ = B − A is resampled with what the two share.
@@ -45,6 +51,11 @@ CHUNK_VALUES = 4_000_000  # resample indices evaluated at once (resamples x samp
 
 CLASSIFICATION_METRICS = ("top1", "top5", "mean_per_class_recall")
 _RECALL = re.compile(r"^(text|image)_r(\d+)$")
+# DataComp's WinoGAViL metrics: which games (by their number of candidates) each averages
+JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambda n: n == 5,
+                  "jaccard_score_6": lambda n: n == 6, "jaccard_score_10": lambda n: n == 10,
+                  "jaccard_score_12": lambda n: n == 12, "jaccard_score_5-6": lambda n: n <= 6,
+                  "jaccard_score_10-12": lambda n: n >= 10}
 
 Samples = Dict[str, np.ndarray]
 
@@ -55,12 +66,15 @@ def kind_of(samples: Samples) -> str:
         return "classification"
     if {"text_rank", "text_image", "image_rank", "ids"} <= set(samples):
         return "retrieval"
+    if {"jaccard", "candidates", "ids"} <= set(samples):
+        return "jaccard"
     raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
-                        "target, ids) nor retrieval's (text_rank, text_image, image_rank, ids)")
+                        "target, ids), retrieval's (text_rank, text_image, image_rank, ids) nor WinoGAViL's (jaccard, "
+                        "candidates, ids)")
 
 
 def units(samples: Samples) -> int:
-    """How many units a resample draws: samples (classification) or images (retrieval)."""
+    """How many units a resample draws: samples (classification), images (retrieval) or games (jaccard)."""
     return len(samples["ids"])
 
 
@@ -75,11 +89,18 @@ def retrieval_samples(text_rank: np.ndarray, text_image: np.ndarray, image_rank:
             "image_rank": np.asarray(image_rank, dtype=np.int32), "ids": np.asarray(ids, dtype=np.int64)}
 
 
+def jaccard_samples(jaccard: np.ndarray, candidates: np.ndarray, ids: np.ndarray) -> Samples:
+    return {"jaccard": np.asarray(jaccard, dtype=np.float64), "candidates": np.asarray(candidates, dtype=np.int32),
+            "ids": np.asarray(ids, dtype=np.int64)}
+
+
 def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
     """The metrics of `metrics` that can be counted from `samples`."""
     if kind_of(samples) == "classification":
         out = [m for m in metrics if m in CLASSIFICATION_METRICS]
         return [m for m in out if m != "top5" or samples["top5"].shape[1] >= 5]
+    if kind_of(samples) == "jaccard":  # a group needs games
+        return [m for m in metrics if m in JACCARD_GROUPS and JACCARD_GROUPS[m](samples["candidates"]).any()]
     return [m for m in metrics if _RECALL.match(m)]
 
 
@@ -99,6 +120,9 @@ class _Counter:
             self.hit = {"top1": hits[:, 0], "top5": hits[:, :5].any(axis=1)}
             self.target = target.astype(np.int64)
             self.classes = int(max(target.max(initial=-1), top.max(initial=-1))) + 1
+        elif self.kind == "jaccard":
+            self.jaccard = samples["jaccard"].astype(np.float64)
+            self.member = {metric: JACCARD_GROUPS[metric](samples["candidates"]) for metric in self.metrics}
         else:
             text_image = samples["text_image"].astype(np.int64)
             self.texts = np.bincount(text_image, minlength=self.n)
@@ -123,6 +147,10 @@ class _Counter:
                                    minlength=size).reshape(-1, self.classes)
                 recall = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
                 out[metric] = 100.0 * recall.sum(axis=1) / (counts > 0).sum(axis=1)
+            elif self.kind == "jaccard":  # the group's mean in each resample; NaN where it drew none of the group
+                member = self.member[metric][index]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[metric] = 100.0 * (self.jaccard[index] * member).sum(axis=1) / member.sum(axis=1)
             elif self.kind == "retrieval" and metric.startswith("image_"):
                 out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.texts[index].sum(axis=1)
             else:
@@ -140,6 +168,8 @@ def point_metrics(samples: Samples, metrics: Optional[Sequence[str]] = None) -> 
 def _all_metrics(samples: Samples) -> List[str]:
     if kind_of(samples) == "classification":
         return list(CLASSIFICATION_METRICS)
+    if kind_of(samples) == "jaccard":
+        return list(JACCARD_GROUPS)
     return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
 
 
@@ -156,6 +186,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> It
 
 def _interval(stats: np.ndarray, level: float) -> List[float]:
     tail = round(50.0 * (1.0 - level), 10)  # 2.5 for 95%, exactly
+    stats = stats[~np.isnan(stats)]  # a jaccard group's resamples that drew none of its games
     low, high = np.percentile(stats, [tail, 100.0 - tail])
     return [float(low), float(high)]
 
@@ -183,10 +214,11 @@ def bootstrap_ci(samples: Samples, metrics: Optional[Sequence[str]] = None, resa
 def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Dict[str, str]:
     """How the record's intervals were made (its `ci_method`)."""
     kind = kind_of(samples)
-    unit = ("images, with replacement; mean per-class recall over the classes present in each resample (not "
-            "stratified)" if kind == "classification" else
-            "images, with replacement, each carrying all its texts (text retrieval counts the images, image "
-            "retrieval their texts); ranks against the full gallery")
+    unit = {"classification": "images, with replacement; mean per-class recall over the classes present in each "
+                              "resample (not stratified)",
+            "retrieval": "images, with replacement, each carrying all its texts (text retrieval counts the images, "
+                         "image retrieval their texts); ranks against the full gallery",
+            "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games"}[kind]
     return {"method": "percentile bootstrap", "level": level, "resamples": resamples, "seed": seed,
             "resampled": unit, "units": units(samples), "module": "utabench.tasks.bootstrap"}
 
@@ -195,10 +227,10 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     """Why two outcomes are not on the same samples (None when they are)."""
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
-    keys = ("ids", "target") if kind_of(a) == "classification" else ("ids", "text_image")
+    keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
-            return f"their sample {'ids' if key == 'ids' else key + 's'} differ"
+            return f"their sample {key if key.endswith('s') else key + 's'} differ"
     return None
 
 

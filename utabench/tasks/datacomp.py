@@ -1,11 +1,13 @@
 """The DataComp evaluation suite (mlfoundations/datacomp @4a8df19, `tasklist.yml`, `aggregate_scores.py`): its 38
 scored tasks, each with DataComp's main metric, and the table that averages them as DataComp does.
 
-`configs/datacomp.yaml` runs the suite on CLIP_benchmark's `wds_*` exports in one directory. Each task's record is
-found by its dataset name (the DataComp key, `/` as `-`) among the records of `wds` sets; its main metric is read
-from the record as below. The table gives, per backbone, the average over the 38 tasks (DataComp's "Average": each task weighs the same) and DataComp's
-group averages (ImageNet; its 6 distribution shifts; the 13 VTAB tasks; the 3 retrieval tasks); an average that lacks
-tasks is shown with how many of its tasks ran, never as the full one.
+`configs/datacomp.yaml` runs the suite on CLIP_benchmark's `wds_*` exports in one directory, and WinoGAViL on the
+Hugging Face cache DataComp leaves there (`hf_cache`). Each task's record is found by its dataset name (the DataComp
+key, `/` as `-`) among the records of its dataset type (`wds`; WinoGAViL `winogavil`); its main metric is read from
+the record as below. The table gives, per backbone, the average over the 38 tasks (DataComp's "Average": each task
+weighs the same) and DataComp's group averages (ImageNet; its 6 distribution shifts; the 13 VTAB tasks; the 3
+retrieval tasks, WinoGAViL among them); an average that lacks tasks is shown with how many of its tasks ran, never as
+the full one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class SuiteTask(NamedTuple):
     name: str
     metric: str  # DataComp's main metric, as utabench's metric name (retrieval: the mean of the two R@1)
     group: str = ""  # DataComp's aggregate it counts in, besides the average
+    dataset_type: str = "wds"  # the type of the set its record ran on
 
     @property
     def dataset(self) -> str:
@@ -31,7 +34,7 @@ class SuiteTask(NamedTuple):
 VTAB, SHIFTS, RETRIEVAL = "VTAB", "ImageNet dist. shifts", "Retrieval"
 # acc1 -> top1; mean_per_class_recall; Dollar Street acc_top5_wg -> top5_worst_group and GeoDE acc_wg / FMoW
 # acc_worst_region -> top1_worst_group (by the first metadata field: income group, region); iWildCam F1-macro_all ->
-# f1_macro; retrieval mean_recall@1 -> mean_r1; WinoGAViL jaccard_score_10-12 -> jaccard (no utabench task reads it)
+# f1_macro; retrieval mean_recall@1 -> mean_r1; WinoGAViL jaccard_score_10-12 (the winogavil task's, same name)
 SUITE = (
     SuiteTask("vtab/caltech101", "Caltech-101", "mean_per_class_recall", VTAB),
     SuiteTask("cifar10", "CIFAR-10", "top1"),
@@ -65,7 +68,7 @@ SUITE = (
     SuiteTask("vtab/svhn", "SVHN", "top1", VTAB),
     SuiteTask("retrieval/flickr_1k_test_image_text_retrieval", "Flickr", "mean_r1", RETRIEVAL),
     SuiteTask("retrieval/mscoco_2014_5k_test_image_text_retrieval", "MSCOCO", "mean_r1", RETRIEVAL),
-    SuiteTask("misc/winogavil", "WinoGAViL", "jaccard", RETRIEVAL),
+    SuiteTask("misc/winogavil", "WinoGAViL", "jaccard_score_10-12", RETRIEVAL, "winogavil"),
     SuiteTask("wilds/iwildcam", "iWildCam", "f1_macro"),
     SuiteTask("wilds/camelyon17", "Camelyon17", "top1"),
     SuiteTask("wilds/fmow", "FMoW", "top1_worst_group"),
@@ -88,13 +91,14 @@ def main_metric(record: pd.Series, task: SuiteTask) -> Optional[float]:
 
 
 def scores(records: pd.DataFrame) -> Dict[str, Dict[str, float]]:
-    """backbone -> {task key: score} over the complete records of wds sets whose dataset name is a suite task's."""
+    """backbone -> {task key: score} over the complete records whose dataset name and type are a suite task's."""
     by_dataset = {task.dataset: task for task in SUITE}
     out: Dict[str, Dict[str, float]] = {}
-    done = records[(records.status == "complete") & records.dataset.isin(by_dataset)
-                   & (records.dataset_type == "wds")]
+    done = records[(records.status == "complete") & records.dataset.isin(by_dataset)]
     for _, record in done.iterrows():
         task = by_dataset[record.dataset]
+        if record.dataset_type != task.dataset_type:
+            continue
         score = main_metric(record, task)
         if score is not None:
             out.setdefault(record.backbone, {})[task.key] = score
