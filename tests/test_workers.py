@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +42,19 @@ def _refuse():
     raise UtabenchError("the initializer failed")
 
 
+def _note_pid_and_sleep(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie waiting for a reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
 def test_replies_come_back_by_tag_from_initialised_workers():
     pool = WorkerPool(2, _remember, ("set up",))
     try:
@@ -61,12 +77,12 @@ def test_a_dead_worker_is_an_error_not_a_wait():
     began = time.monotonic()
     try:
         pool.submit("[uta-student] pretraining", _die)
-        pool.submit("sleeper", _sleep, 60)
+        pool.submit("sleeper", _sleep, 600)
         with pytest.raises(UtabenchError, match=r"running \[uta-student\] pretraining died \(killed by signal 9"):
             pool.next_reply()
     finally:
         pool.close()  # terminates the sleeper
-    assert time.monotonic() - began < 30
+    assert time.monotonic() - began < 120  # the sleeper was terminated, not waited for
 
 
 def test_a_failed_initializer_is_raised_by_the_first_call():
@@ -77,3 +93,28 @@ def test_a_failed_initializer_is_raised_by_the_first_call():
             pool.next_reply()
     finally:
         pool.close()
+
+
+def test_a_worker_whose_parent_is_killed_ends_too(tmp_path):
+    """SIGKILL gives the parent no chance to end its workers: each must notice and exit, not run on as an orphan."""
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); "
+        "from test_workers import _note_pid_and_sleep, _remember; "
+        "from utabench.harness.workers import WorkerPool; "
+        "pool = WorkerPool(1, _remember, (None,)); pool.submit('sleep', _note_pid_and_sleep, sys.argv[2]); "
+        "time.sleep(600)"), str(Path(__file__).parent), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the worker never started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while not _gone(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived its killed parent"
+            time.sleep(0.2)
+    finally:
+        parent.kill()

@@ -2,12 +2,15 @@
 next reply comes from whichever worker answers first. Nothing is shared between the workers (no queue lock a killed
 process could leave held), and the parent waits on each busy worker's pipe and its process at once, so a worker that
 dies (killed, out of memory) is an error naming what it ran, never a wait without end; `close` ends every worker
-within seconds, busy or not."""
+within seconds, busy or not, and a worker whose parent is killed ends by itself."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, List, Optional, Tuple
@@ -15,11 +18,21 @@ from typing import Any, Callable, List, Optional, Tuple
 from utabench.core.errors import UtabenchError
 
 JOIN_SECONDS = 5.0  # how long `close` waits for a worker before it is terminated, and again before it is killed
+PARENT_POLL_SECONDS = 1.0  # how often a worker checks that its parent is alive
+
+
+def _end_with(parent: int) -> None:
+    """Exit when the parent process is gone (killed: it could not end its workers), instead of running on as an
+    orphan; what the worker wrote is atomic and its record locks are the kernel's, so nothing is left half done."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _serve(conn: Connection, initializer: Callable, initargs: tuple) -> None:
     """A worker's loop: run the initializer, then each call it is sent, and send back (True, result) or
     (False, exception). A failed initializer is raised by every call (a worker that exited instead would look dead)."""
+    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
     failure: Optional[BaseException] = None
     try:
         initializer(*initargs)
