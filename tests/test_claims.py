@@ -11,9 +11,10 @@ from utabench.harness.record import Record
 from utabench.harness.store import load_results, record_path, write_record
 
 # world seed 0 on the AVX2-only VM (README): backbone -> objective, and the figures of each task
-OBJECTIVES = {"teacher": "clip", "uta": "uta", "mim": "mim", "fd": "fd", "uta-mim": "uta+mim", "uta-cft": "clip-ft"}
+OBJECTIVES = {"teacher": "clip", "uta": "uta", "mim": "mim", "fd": "fd", "uta-mim": "uta+mim", "uta-cft": "clip-ft",
+              "uta-val": "uta"}
 ZERO_SHOT = {"teacher": 89.5, "uta": 84.25, "mim": 16.0, "fd": 86.25, "uta-mim": 79.25, "uta-cft": 91.5,
-             "random": 10.0}
+             "random": 10.0, "uta-val": 85.75}
 RECALL = {"teacher": 24.1, "uta": 20.8, "uta-cft": 23.1, "random": 3.9}
 FINETUNED = {"uta": 63.0, "mim": 40.25, "random": 11.0}
 LLAVA = {"teacher": 84.6, "uta": 86.6, "uta-cft": 89.9, "random": 63.7}
@@ -22,11 +23,21 @@ DENSE = {("detection", "coco"): ({"box_ap": 32.2, "mask_ap": 30.1}, {"box_ap": 1
          ("segmentation", "ade20k"): ({"mIoU": 15.03}, {"mIoU": 10.24})}
 PROBE = {"uta": 86.25, "mim": 41.25, "random": 11.75}  # linear-probe top-1, world seed 0 (2-core AVX-512 EPYC)
 FLOPS = {"uta": 0.64e9, "fd": 1.0e9}
+# configs/world-validation.yaml (world seed 0, 2-core VM): the UTA student with 300 of its 3000 images held out
+VALIDATION = {"holdout": 300, "mask": "random 0.5", "steps": [0, *range(100, 2001, 100), 2016],
+              "loss": [-0.0448, -0.8183, -0.8459, -0.8725, -0.9001, -0.8966, -0.9069, -0.9157, -0.9177, -0.9217,
+                       -0.923, -0.9302, -0.9342, -0.9371, -0.9378, -0.9421, -0.9426, -0.9433, -0.9448, -0.9454, -0.9457,
+                       -0.9457],
+              "train_loss": [None, -0.7232, -0.8468, -0.8762, -0.8929, -0.8985, -0.9091, -0.9154, -0.9189, -0.9246,
+                             -0.9261, -0.9304, -0.9347, -0.9372, -0.9415, -0.9436, -0.9463, -0.9463, -0.9492, -0.9499,
+                             -0.9491, -0.9483]}
 
 
 def _write(results, backbone, task, kind, metrics, images=400):
     objective = OBJECTIVES.get(backbone.removesuffix("-dense"))
     pretrain = {"objective": objective, "flops": {"student_per_image": FLOPS.get(backbone)}} if objective else None
+    if backbone == "uta-val":
+        pretrain["validation"] = VALIDATION
     write_record(record_path(results, backbone, task, kind), Record.from_dict({
         "status": "complete", "backbone": backbone, "task": task, "dataset": kind, "dataset_type": kind,
         "metrics": metrics, "paper": None, "pretrain": pretrain,
@@ -58,10 +69,10 @@ def test_every_claim_passes_on_a_measured_run(tmp_path, capsys):
     results = _results(tmp_path)
     verdicts = check(load_results(results))
     assert {v.status for v in verdicts} == {PASS}, [v.line() for v in verdicts if v.status != PASS]
-    assert len(verdicts) == 23
+    assert len(verdicts) == 24
     assert main(["claims", "--results", str(results)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "claims: 23 PASS, 0 FAIL, 0 not run"
+    assert out[-1] == "claims: 24 PASS, 0 FAIL, 0 not run"
     line = next(v for v in out if "UTA >= 90% of teacher" in v)
     assert line == ("PASS     UTA >= 90% of teacher: uta zero-shot top-1 84.25 >= 0.9 x teacher's 89.50 = 80.55 "
                     "(margin +3.70)")
@@ -76,7 +87,7 @@ def test_a_mim_student_above_uta_fails_its_claim_and_exits_1(tmp_path, capsys):
     assert main(["claims", "--results", str(results)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert "FAIL     MIM far under UTA: uta zero-shot top-1 84.25 > mim's 85.00 + 15 = 100.00 (margin -15.75)" in out
-    assert out[-1] == ("claims: 21 PASS, 2 FAIL, 0 not run (failed: MIM far under UTA; UTA+MIM between MIM and "
+    assert out[-1] == ("claims: 22 PASS, 2 FAIL, 0 not run (failed: MIM far under UTA; UTA+MIM between MIM and "
                        "teacher)")
 
 

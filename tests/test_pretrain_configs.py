@@ -32,7 +32,7 @@ def _paths(monkeypatch):
 
 
 def test_every_ablation_row_has_its_config():
-    assert sorted(p.stem for p in PRETRAIN.glob("table*.yaml")) == sorted(ROWS)
+    assert sorted(p.stem for p in PRETRAIN.glob("table[678]-*.yaml")) == sorted(ROWS)  # (Table 10: test_text_uta)
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))

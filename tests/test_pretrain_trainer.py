@@ -106,6 +106,9 @@ def test_final_json_records_the_setup_and_run_all_passes_it_on(world, finished, 
     shutil.copytree(out, ctx.cache_dir / "pretrain" / f"uta-{meta['fingerprint']}")  # the cached run: no training
     resolved = PretrainedResolver(ctx, None, log=lambda _: None).resolve_entry({"pretrain": str(config)})
     assert resolved["pretrain"]["setup"] == meta["setup"]
+    # a student of this backbone holds this entry as its teacher, and its fingerprint covers the info: a key added
+    # for every run would change every such student's fingerprint (the ablations add theirs only when set)
+    assert set(resolved["pretrain"]) == {"objective", "config", "steps", "flops", "teacher", "paper", "init", "setup"}
 
 
 def test_resume_from_another_configuration_is_refused(world, finished, tmp_path, capsys):

@@ -81,7 +81,9 @@ def check_uta_model(model: str) -> None:
 
 
 def build_uta_vision(vision: Dict[str, Any], embed_dim: int, image_size: Optional[int] = None,
-                     drop_path_rate: float = 0.0) -> Eva:
+                     drop_path_rate: float = 0.0, absolute_pos: bool = True) -> Eva:
+    """The config's vision tower; `vision.rope: false` builds it without RoPE (a positional-embedding ablation's
+    student, exported with such a config), `absolute_pos=False` without the learned absolute embedding."""
     size = int(image_size or vision["image_size"])
     return Eva(
         img_size=size, patch_size=vision["patch_size"], embed_dim=vision["width"], depth=vision["depth"],
@@ -89,7 +91,8 @@ def build_uta_vision(vision: Dict[str, Any], embed_dim: int, image_size: Optiona
         # timm sizes the FFN as int(width * mlp_ratio); the half keeps float rounding from losing a unit
         mlp_ratio=(vision["mlp_hidden"] + 0.5) / vision["width"],
         qkv_fused=False, qkv_bias=True, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=False,
-        use_rot_pos_emb=True, ref_feat_shape=(vision["pt_seq_len"], vision["pt_seq_len"]),
+        use_abs_pos_emb=absolute_pos, use_rot_pos_emb=bool(vision.get("rope", True)),
+        ref_feat_shape=(vision["pt_seq_len"], vision["pt_seq_len"]),
         num_classes=embed_dim, global_pool="token", drop_path_rate=drop_path_rate,
     )
 

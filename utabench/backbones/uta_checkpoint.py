@@ -83,7 +83,9 @@ def check_rope_tables(rope: Dict[str, torch.Tensor], head_dim: int, grid: int, p
 
 def timm_to_release(visual: torch.nn.Module, text: Dict[str, torch.Tensor] | None, pt_seq_len: int,
                     logit_scale: float | None = None) -> Dict[str, torch.Tensor]:
-    """Write a timm Eva (+ open_clip text state) in the release layout, RoPE tables included."""
+    """Write a timm Eva (+ open_clip text state) in the release layout, RoPE tables included where it has RoPE. A
+    model without the learned absolute position embedding is written with a zero one: loaded as usual it computes
+    the same function, and fine-tuning learns the embedding from zero (the positional-embedding ablation)."""
     out: Dict[str, torch.Tensor] = {}
     for name, value in visual.state_dict().items():
         if "rope" in name:
@@ -91,12 +93,16 @@ def timm_to_release(visual: torch.nn.Module, text: Dict[str, torch.Tensor] | Non
         for old, new in _RENAMES:
             name = name.replace(new, old)
         out["visual." + name] = value.detach().clone()
-    head_dim = visual.embed_dim // visual.blocks[0].attn.num_heads
-    cos, sin = eva_rope_tables(head_dim, visual.patch_embed.grid_size[0], pt_seq_len)
-    out["visual.rope.freqs_cos"], out["visual.rope.freqs_sin"] = cos, sin
-    for i in range(len(visual.blocks)):
-        out[f"visual.blocks.{i}.attn.rope.freqs_cos"] = cos.clone()
-        out[f"visual.blocks.{i}.attn.rope.freqs_sin"] = sin.clone()
+    if visual.pos_embed is None:
+        tokens = visual.num_prefix_tokens + visual.patch_embed.num_patches
+        out["visual.pos_embed"] = torch.zeros(1, tokens, visual.embed_dim, dtype=visual.patch_embed.proj.weight.dtype)
+    if visual.rope is not None:
+        head_dim = visual.embed_dim // visual.blocks[0].attn.num_heads
+        cos, sin = eva_rope_tables(head_dim, visual.patch_embed.grid_size[0], pt_seq_len)
+        out["visual.rope.freqs_cos"], out["visual.rope.freqs_sin"] = cos, sin
+        for i in range(len(visual.blocks)):
+            out[f"visual.blocks.{i}.attn.rope.freqs_cos"] = cos.clone()
+            out[f"visual.blocks.{i}.attn.rope.freqs_sin"] = sin.clone()
     for name, value in (text or {}).items():
         out["text." + name] = value.detach().clone()
     if logit_scale is not None:

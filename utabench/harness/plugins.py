@@ -7,6 +7,9 @@ import os
 
 import utabench.backbones  # noqa: F401  (registration)
 import utabench.datasets  # noqa: F401
+import utabench.pretrain.table_pe  # noqa: F401
+import utabench.pretrain.table_teacher  # noqa: F401
+import utabench.pretrain.table_text  # noqa: F401
 import utabench.pretrain.tables  # noqa: F401
 import utabench.tasks  # noqa: F401
 from utabench.core.errors import UtabenchError

@@ -1,6 +1,8 @@
 """`utabench report`: one self-contained HTML page of a results directory: every table with the paper's rows and
 deltas, a bar chart per task across backbones, the training curves of every pretraining and fine-tuning run the
-records name (from their `log.jsonl`), the Fig. 3 masking map, and each record's provenance on demand. Plots are
+records name (from their `log.jsonl`), the training and validation loss of each pretrained backbone whose config
+has a `validation` block (paper Fig. 4, from the records' `pretrain.validation`), the Fig. 3 masking map, and each
+record's provenance on demand. Plots are
 drawn with matplotlib and embedded as PNG data; the page loads nothing from the network.
 """
 
@@ -122,6 +124,38 @@ def _curves(records: List[Record]) -> List[str]:
     return out or ["<p>(no training runs behind these records)</p>"]
 
 
+def _validation_curves(records: List[Record]) -> List[str]:
+    """Paper Fig. 4: per pretrained backbone with a validation curve, its validation loss and the mean training
+    loss of the steps before each point."""
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for record in records:
+        curve = (record.pretrain or {}).get("validation")
+        if curve and curve.get("steps"):
+            curves.setdefault(record.backbone, curve)
+    out = []
+    for backbone, curve in sorted(curves.items()):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        trained = [(s, t) for s, t in zip(curve["steps"], curve["train_loss"]) if t is not None]
+        ax.plot([s for s, _ in trained], [t for _, t in trained], marker=".", label="training (mean since last point)")
+        ax.plot(curve["steps"], curve["loss"], marker=".", label=f"validation ({curve.get('holdout')} held-out images, "
+                f"{curve.get('mask')} masks)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (negative cosine)")
+        title = f"{backbone}: training and validation loss"
+        later = [v for s, v in zip(curve["steps"], curve["loss"]) if s > 0] + [t for _, t in trained]
+        if curve["steps"][0] == 0 and later:  # the untrained student's point would flatten the rest: off the axis
+            low, high = min(later), max(later)
+            ax.set_ylim(low - 0.05 * (high - low or 1), high + 0.05 * (high - low or 1))
+            title += f" (validation at step 0: {curve['loss'][0]:.3f}, above the axis)"
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        out += [f"<h3>{html.escape(backbone)}</h3>", _png(fig)]
+    return out or ["<p>(no pretraining run with a validation loss: a pretraining config's `validation` block, e.g. "
+                   "configs/world-validation.yaml)</p>"]
+
+
 def _masking_map(samples: int = 2000) -> str:
     import matplotlib.pyplot as plt
 
@@ -158,6 +192,7 @@ def write_report(results: Path, out: Path) -> Path:
              "<h2>Tables</h2>", *_tables(frame),
              "<h2>Per task, across backbones</h2>", *(_bar_charts(records) or ["<p>(no records)</p>"]),
              "<h2>Training curves</h2>", *_curves(records),
+             "<h2>Pretraining: training and validation loss (paper Fig. 4)</h2>", *_validation_curves(records),
              "<h2>Masking (paper Fig. 3): where masks fall, over 2000 masks of a 16 x 16 grid</h2>", _masking_map(),
              "<h2>Records and their provenance</h2>", *_provenance(records), "</body></html>"]
     return atomic_write_text(out, "\n".join(parts))

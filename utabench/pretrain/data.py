@@ -120,6 +120,19 @@ def index_source(data: Dict, need_captions: bool = False) -> List[Record]:
     return SOURCES.get(data.get("type", "imagefolder"))(data, need_captions)
 
 
+HOLDOUT_STREAM = 7_919  # the held-out draw's stream beside the seed (the data order's is 1_000_003)
+
+
+def split_holdout(records: List[Record], count: int, seed: int) -> Tuple[List[Record], List[Record]]:
+    """(training, held out): `count` records drawn without replacement from (seed, HOLDOUT_STREAM), both lists in
+    the source's order; the held-out ones are never trained on."""
+    if not 0 < count < len(records):
+        raise UtabenchError(f"validation holdout of {count} images leaves nothing to train on: the data has "
+                            f"{len(records)}; lower validation.holdout")
+    held = set(np.random.default_rng([int(seed), HOLDOUT_STREAM]).choice(len(records), count, replace=False).tolist())
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+
+
 def read_image(record: Record) -> Image.Image:
     try:
         if record.size:
@@ -169,9 +182,12 @@ class PretrainImages(Dataset):
 
     @classmethod
     def from_config(cls, data: Dict, image_size: int, seed: int, need_captions: bool = False,
-                    mask_fn: Optional[Callable[[np.random.Generator], np.ndarray]] = None) -> "PretrainImages":
-        """From a config's `data` section: source, crop `scale` and aspect `ratio` ranges, `hflip`."""
-        return cls(index_source(data, need_captions), image_size, seed, tuple(data.get("scale", (0.4, 1.0))),
+                    mask_fn: Optional[Callable[[np.random.Generator], np.ndarray]] = None,
+                    records: Optional[List[Record]] = None) -> "PretrainImages":
+        """From a config's `data` section: source (or `records` of it), crop `scale` and aspect `ratio` ranges,
+        `hflip`."""
+        records = index_source(data, need_captions) if records is None else records
+        return cls(records, image_size, seed, tuple(data.get("scale", (0.4, 1.0))),
                    bool(data.get("hflip", True)), mask_fn, tuple(data.get("ratio", (3 / 4, 4 / 3))))
 
     def __len__(self) -> int:
@@ -204,3 +220,17 @@ class PretrainImages(Dataset):
         if self.mask_fn is not None:
             out["mask"] = torch.from_numpy(self.mask_fn(rng))
         return out
+
+
+class FixedViews(Dataset):
+    """Validation items: item i is `images`' view of image i at epoch 0, the training augmentation (and mask) drawn
+    once from (seed, 0, i), so every validation pass scores the same inputs."""
+
+    def __init__(self, images: PretrainImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Dict:
+        return self.images[(int(index), 0)]

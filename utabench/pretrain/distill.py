@@ -5,13 +5,15 @@ and projection, CLS included) on a token grid equal to the student's. Both see t
 normalised with its own mean/std (and resized to the teacher's input size if that differs). The export is the UTA
 release layout: the student's `visual.*` plus the teacher's text tower as `text.*`, so the result loads as
 `uta:<student model>` and runs zero-shot with the teacher's text encoder, exactly like a release checkpoint.
+With a `validation` block (pretrain/config.py) the held-out images leave `dataset` for `validation_set`, in fixed
+views with fixed masks, and `validation_loss` scores the student on them for the trainer's validation points.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +27,8 @@ from utabench.backbones.uta_checkpoint import timm_to_release
 from utabench.core.checkpoint import load_strict
 from utabench.core.distributed import DistInfo
 from utabench.core.errors import NotApplicable, UtabenchError
-from utabench.core.io import atomic_write
-from utabench.pretrain.data import PretrainImages
+from utabench.core.io import atomic_write, atomic_write_text
+from utabench.pretrain.data import FixedViews, PretrainImages, index_source, split_holdout
 from utabench.pretrain.masking import MaskGenerator, MaskSpec
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES
@@ -68,8 +70,8 @@ class DistillRecipe:
         student_cfg = cfg["student"]
         with torch.random.fork_rng(devices=[]):  # the config's seed alone decides the initial weights
             torch.manual_seed(int(cfg["seed"]))
-            self.module = Student(str(student_cfg["model"]), self.objective,
-                                  float(student_cfg.get("drop_path", 0.0)), bool(student_cfg.get("grad_checkpointing", False)))
+            self.module = Student(str(student_cfg["model"]), self.objective, float(student_cfg.get("drop_path", 0.0)),
+                                  bool(student_cfg.get("grad_checkpointing", False)), student_cfg.get("pos_embed"))
         self.image_size = int(self.module.visual.patch_embed.img_size[0])
         self.teacher = (teacher or build_backbone(cfg["teacher"])).to(device)
         self.teacher_size = int(self.teacher.info.input_size)
@@ -79,7 +81,19 @@ class DistillRecipe:
         self.text_state = release_text_state(self.teacher)
         self._check_text()
         self.masks = MaskGenerator(self.module.grid, MaskSpec(**cfg["mask"])) if self.objective.uses_mask else None
-        self.dataset = PretrainImages.from_config(cfg["data"], self.image_size, int(cfg["seed"]), mask_fn=self.masks)
+        records, held = index_source(cfg["data"]), []
+        validation = cfg.get("validation")
+        if validation:  # its held-out images leave the training set
+            records, held = split_holdout(records, int(validation["holdout"]), int(cfg["seed"]))
+        self.dataset = PretrainImages.from_config(cfg["data"], self.image_size, int(cfg["seed"]), mask_fn=self.masks,
+                                                  records=records)
+        self.validation_set: FixedViews | None = None
+        if validation:
+            masks = None
+            if self.objective.uses_mask:
+                masks = MaskGenerator(self.module.grid, MaskSpec(**validation["mask"]))
+            self.validation_set = FixedViews(PretrainImages.from_config(cfg["data"], self.image_size, int(cfg["seed"]),
+                                                                        mask_fn=masks, records=held))
         self.cache: TeacherTokenCache | None = None
 
     def use_teacher_cache(self, root: Path) -> None:
@@ -143,7 +157,19 @@ class DistillRecipe:
     def loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         images = batch["image"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True) if "mask" in batch else None
-        target = self._targets(images, batch).float()
+        return self._loss(model, images, mask, self._targets(images, batch).float())
+
+    def validation_loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor],
+                        device: torch.device) -> Tuple[torch.Tensor, int]:
+        """(the objective's loss, images) on a batch of `validation_set`: the teacher's tokens are computed, never
+        read from or kept in the token cache. The loss is a mean over tokens, and every image has the same number
+        of scored tokens, so weighting it by the images gives the mean per image."""
+        images = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True) if "mask" in batch else None
+        return self._loss(model, images, mask, self.teacher_tokens(images).float()), int(images.shape[0])
+
+    def _loss(self, model: torch.nn.Module, images: torch.Tensor, mask: torch.Tensor | None,
+              target: torch.Tensor) -> torch.Tensor:
         x = self.student_norm(images)
         keep = None
         if self.objective.student_input == "kept":
@@ -167,7 +193,11 @@ class DistillRecipe:
         meta = {"utabench": json.dumps({"objective": self.objective.name, "steps": steps})}
         state = {k: v.contiguous() for k, v in state.items()}
         atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
-        entry = {"spec": f"uta:{self.module.model_name}", "checkpoint": str(path)}
+        model = self.module.model_name
+        if not self.module.config["vision"].get("rope", True):  # trained without RoPE: so is every use of it
+            model = str(Path(out_dir) / "model.json")
+            atomic_write_text(model, json.dumps(self.module.config, indent=1))
+        entry = {"spec": f"uta:{model}", "checkpoint": str(path)}
         if not self.text_state:  # an image-only teacher's student pairs with a text tower given separately
             entry["text"] = None
         return {"backbone": entry, "objective": self.objective.name, "teacher": self.teacher.spec.to_dict(),

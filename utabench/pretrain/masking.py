@@ -1,4 +1,5 @@
-"""Patch masks for pretraining: BEiT block-wise, UTA's reversed block-wise (Block-R) and random, at an exact ratio.
+"""Patch masks for pretraining: BEiT block-wise, UTA's reversed block-wise (Block-R) and random, at an exact ratio;
+and the random token mask of text UTA (`random_token_keep`).
 
 A mask is a boolean vector over the patch grid (row-major), True where the patch is masked. Every mask of a
 generator masks exactly `round(ratio * H * W)` patches, so a batch of kept-token sequences has one length.
@@ -9,6 +10,12 @@ with random patches. Block-R: with probability `reverse_prob` the block mask is 
 so the masked count stays r * N (decision: the paper inverts "the mask"; generating the complement's ratio keeps
 every sample's kept-token count equal, which token dropping needs). At r = 0.5 this makes every location masked
 with probability exactly 0.5 in expectation, removing the centre bias of block masking (paper Fig. 3).
+
+Text (paper section 4, "random masking"): a caption's real tokens are SOT, its words and EOT; padding after EOT is
+never a token of the text, so it is neither kept nor masked. Decision: SOT and EOT are always kept, as the image
+student always keeps CLS: EOT is the token open_clip's text towers pool (the `argmax` of the ids), the one zero-shot
+uses, so the student learns it in every step; SOT is the first token of every text, which each later token attends
+to under the causal mask. Of the words, `round(ratio * words)` are masked, uniformly at random.
 """
 
 from __future__ import annotations
@@ -138,3 +145,14 @@ def reversed_block_mask(generator: MaskGenerator, rng: np.random.Generator) -> n
     target = generator.num_patches - generator.num_masked if reverse else generator.num_masked
     mask = generator._blocks(rng, target).reshape(-1)
     return ~mask if reverse else mask
+
+
+def random_token_keep(length: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Which of a text's `length` real tokens (SOT, the words, EOT; no padding) the student sees: (length,) bool,
+    True = kept. SOT and EOT always; `round(ratio * words)` of the words masked at random."""
+    if length < 2:
+        raise UtabenchError(f"a tokenised text has at least SOT and EOT, got {length} real tokens")
+    keep = np.ones(length, dtype=bool)
+    words = length - 2
+    keep[1 + rng.choice(words, int(round(ratio * words)), replace=False)] = False
+    return keep

@@ -9,6 +9,10 @@
   smooth-L1 on whitened features), so the objectives differ only in what the student sees and where it is scored.
 - `uta+mim`: the full sequence with [MASK] embeddings at masked positions; token alignment on CLS and the kept
   positions plus feature prediction on the masked ones, the two means summed.
+- `text-uta` (paper section 4, "UTA for pre-training the text encoder"): UTA on a CLIP text tower trained from
+  scratch (recipe `text-distill`): the kept tokens of a caption (SOT, EOT and the unmasked words) enter the
+  student's text tower, each aligned with a frozen CLIP text tower's token at the same position (computed on the
+  whole caption), both after ln_final and text_projection, in the joint space.
 
 The loss is the negative cosine similarity, averaged over the scored tokens (UNVERIFIED in the UTA code; EVA-02's
 pretraining uses the same form).
@@ -80,6 +84,13 @@ def _masked_and_kept(pred, target, keep, mask):
     return neg_cosine(pred[masked], target[masked]) + neg_cosine(pred[~masked], target[~masked])
 
 
+def _kept_text_alignment(pred, target, keep, mask):
+    """Text: pred (B, L, D) kept tokens packed left, `keep` (B, L) their positions in the text, `mask` (B, L) True on
+    the filler after a row's last kept token (not scored); target (B, context, D) the teacher's tokens."""
+    aligned = target.gather(1, keep[..., None].expand(-1, -1, target.shape[-1]))
+    return neg_cosine(pred[~mask], aligned[~mask])
+
+
 for _objective in (
     Objective("uta", "UTA", "distill", "kept", "unmasked token alignment: kept tokens + CLS in, cosine on them",
               _kept_alignment),
@@ -89,6 +100,9 @@ for _objective in (
               _every_token),
     Objective("uta+mim", "UTA+MIM", "distill", "mask_token",
               "[MASK] tokens in, cosine on kept + CLS and on masked positions", _masked_and_kept),
+    Objective("text-uta", "UTA (text)", "text-distill", "kept",
+              "text UTA (paper sec. 4): a text tower from scratch, its kept tokens aligned with a CLIP text tower's",
+              _kept_text_alignment),
     Objective("clip", "CLIP (teacher)", "contrastive", "pairs", "image-text contrastive training of an open_clip model"),
     Objective("clip-ft", "UTA†", "contrastive-ft", "pairs",
               "contrastive fine-tuning of a UTA student with its CLIP text tower (paper A.1)"),

@@ -84,6 +84,14 @@ class PretrainedResolver:
                                 "teacher": teacher.get("name") or teacher.get("checkpoint"), "paper": cfg.get("paper"),
                                 "init": (cfg.get("init") or {}).get("checkpoint"),
                                 "setup": meta.get("setup")}  # as the trainer recorded it (none in older caches)
+        # A student's config holds its teacher's resolved entry, this info included, so its fingerprint covers it: what
+        # is added here must be absent when unset, or every student of a pretrained teacher would be trained again.
+        if cfg["student"].get("pos_embed"):
+            resolved["pretrain"]["pos_embed"] = cfg["student"]["pos_embed"]  # the positional-embedding ablation's
+        if meta.get("validation"):  # the training and validation curves (configs with a `validation` block)
+            validation = cfg["validation"]
+            mask = f"{validation['mask']['type']} {validation['mask']['ratio']:g}"
+            resolved["pretrain"]["validation"] = {"holdout": validation["holdout"], "mask": mask, **meta["validation"]}
         return resolved
 
     def resolve(self, entries: List[Any]) -> List[Any]:

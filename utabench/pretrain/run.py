@@ -2,7 +2,7 @@
 
 A recipe (what is trained, on which data, with which loss, and its export) registers in `RECIPES` under the name an
 objective's `recipe` gives: `distill` (UTA, MIM, FD, UTA+MIM from a frozen teacher), `contrastive` (CLIP) and
-`contrastive-ft` (a student's contrastive fine-tuning).
+`contrastive-ft` (a student's contrastive fine-tuning) and `text-distill` (text UTA).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Optional
 
 from utabench.core.distributed import DistInfo
 from utabench.core.threads import cpu_threads
-from utabench.pretrain import contrastive, contrastive_ft, distill  # noqa: F401  (register their recipes)
+from utabench.pretrain import contrastive, contrastive_ft, distill, text_distill  # noqa: F401  (their recipes)
 from utabench.pretrain.flops import step_flops
 from utabench.pretrain.objectives import OBJECTIVES
 from utabench.pretrain.recipes import RECIPES

@@ -3,14 +3,15 @@
 Per-token outputs go through the model's own `norm` and `head`, the path its CLS takes at zero-shot time, so every
 output token lives in the teacher's joint space. For `uta` only CLS and the kept patches enter the blocks: the
 absolute position embeddings are added before the masked patches are dropped, and the RoPE table is gathered at the
-kept positions, so each kept token keeps its place in the grid. For `mim` / `uta+mim` a learned [MASK] embedding
+kept positions, so each kept token keeps its place in the grid. The positional-embedding ablation builds it without
+the absolute embedding, or without RoPE too (`pos_embed`). For `mim` / `uta+mim` a learned [MASK] embedding
 replaces the masked patch embeddings before the position embeddings are added (as in BEiT / EVA); it is not part
 of the exported backbone.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -22,11 +23,18 @@ from utabench.pretrain.objectives import Objective
 
 
 class Student(nn.Module):
-    def __init__(self, model: str, objective: Objective, drop_path: float = 0.0, grad_checkpointing: bool = False):
+    def __init__(self, model: str, objective: Objective, drop_path: float = 0.0, grad_checkpointing: bool = False,
+                 pos_embed: Optional[Dict[str, bool]] = None):
+        """`pos_embed` ({absolute, rope}, pretrain/config.py's PosEmbedConfig): the positional embeddings it trains
+        with (default: both); without RoPE its `config` says `rope: false`, so the export builds the same model."""
         super().__init__()
         self.model_name = model
         self.config = load_uta_config(model)
-        self.visual = build_uta_vision(self.config["vision"], self.config["embed_dim"], drop_path_rate=drop_path)
+        pos_embed = pos_embed or {}
+        if not pos_embed.get("rope", True):
+            self.config = {**self.config, "vision": {**self.config["vision"], "rope": False}}
+        self.visual = build_uta_vision(self.config["vision"], self.config["embed_dim"], drop_path_rate=drop_path,
+                                       absolute_pos=pos_embed.get("absolute", True))
         self.objective = objective
         self.grad_checkpointing = grad_checkpointing
         self.mask_token: Optional[nn.Parameter] = None
@@ -50,7 +58,8 @@ class Student(nn.Module):
         if self.objective.student_input == "kept":
             patches = x[:, 1:].gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
             x = torch.cat([x[:, :1], patches], dim=1)
-            rope = rope[keep].unsqueeze(1)  # (B, 1, K, rope dim): one table per sample, broadcast over heads
+            if rope is not None:  # (B, 1, K, rope dim): one table per sample, broadcast over heads
+                rope = rope[keep].unsqueeze(1)
         x = v.norm_pre(x)
         for block in v.blocks:
             if self.grad_checkpointing and self.training:

@@ -21,6 +21,7 @@ from utabench.core.tablespec import TABLES, TableSpec, register_table
 from utabench.pretrain.objectives import OBJECTIVES
 
 TABLE6_ORDER = ("fd", "mim", "uta+mim", "uta", "clip-ft", "clip")  # the paper's row order, then ours
+ABLATION_TABLES = (7, 8, 9, 10, 11)  # a student whose config names a row of these is not one of Table 6's
 
 
 def downstream() -> List[Tuple[str, str, str, str]]:
@@ -60,6 +61,12 @@ def _paper_table(row: pd.Series):
     return int(table) if table is not None and pd.notna(table) else None
 
 
+def _pos_embed_set(row: pd.Series) -> bool:
+    """Whether a record's student was pretrained without a positional embedding (Table 9's, table_pe.py)."""
+    value = row.get("pretrain.pos_embed.absolute")
+    return value is not None and not pd.isna(value)
+
+
 def _teacher_of(records: pd.DataFrame) -> Dict[str, str]:
     """A pretrained backbone's teacher (or the student it fine-tuned) as a backbone name, where it was evaluated."""
     by_checkpoint = {r["provenance.backbone.checkpoint"]: r.backbone for _, r in records.iterrows()
@@ -84,7 +91,7 @@ def _paper_and_delta(table: int, row: str, ours: Dict[str, Any], names: Dict[str
 
 
 def objective_rows(records: pd.DataFrame) -> List[dict]:
-    """Table 6: one row per pretrained backbone outside the Table 7 / 8 ablations; a student whose config names its
+    """Table 6: one row per pretrained backbone outside the ablations (Tables 7-11); a student whose config names its
     Table 6 row, then the published row and the difference."""
     pretrained = _pretrained(records)
     if pretrained.empty:
@@ -95,8 +102,8 @@ def objective_rows(records: pd.DataFrame) -> List[dict]:
     fd, teachers = flops.get("fd"), _teacher_of(records)
     rows: List[Tuple[dict, Optional[str]]] = []  # (ours, the Table 6 row its config names)
     for _, r in pretrained.iterrows():
-        if _paper_table(r) in (7, 8):
-            continue
+        if _paper_table(r) in ABLATION_TABLES or _pos_embed_set(r) or r["pretrain.objective"] == "text-uta":
+            continue  # (text UTA's students are Table 10's, table_text.py)
         backbone = r.backbone
         scores = [top1[kind].get(backbone) for kind in zero_shot]
         teacher = teachers.get(backbone)

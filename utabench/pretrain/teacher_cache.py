@@ -30,8 +30,15 @@ def cache_key(cfg: Dict[str, Any], sources: List[str], sizes: Dict[str, int], la
     checkpoint = teacher.get("checkpoint")
     what = {"teacher": teacher, "teacher_file": stat_fingerprint(Path(checkpoint)) if checkpoint else None,
             "data": cfg["data"], "files": stat_fingerprint(*sorted(set(sources))), "seed": cfg["seed"],
-            "sizes": sizes, "layout": layout, "torch": torch.__version__}
+            "sizes": sizes, "layout": layout, "torch": torch.__version__, **_holdout(cfg)}
     return json_digest(what)
+
+
+def _holdout(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A validation holdout renumbers the training images (webdataset shards stay the same files): it keys the
+    tokens; without one, keys are as they were."""
+    validation = cfg.get("validation")
+    return {"holdout": validation["holdout"]} if validation else {}
 
 
 def sharing_key(cfg: Dict[str, Any]) -> str:
@@ -42,7 +49,7 @@ def sharing_key(cfg: Dict[str, Any]) -> str:
         return ""
     optim = cfg["optim"]
     what = {"teacher": cfg["teacher"], "data": cfg["data"], "seed": cfg["seed"], "student": cfg["student"]["model"],
-            "layout": [optim["batch_size"], optim["grad_accum"], cfg["precision"]]}
+            "layout": [optim["batch_size"], optim["grad_accum"], cfg["precision"]], **_holdout(cfg)}
     return json_digest(what)
 
 

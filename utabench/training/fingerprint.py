@@ -28,11 +28,17 @@ def _flatten(cfg: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+# optional settings added after runs were cached: counted only when a config sets them, so configs without them keep
+# their fingerprints (`threads`: CPU reductions depend on it; `student.pos_embed`: the positional-embedding ablation;
+# `validation`: its held-out images leave the training set, and its curve is part of the cached run;
+# `contrastive.mask`: contrastive fine-tuning on the kept tokens only)
+COUNTED_WHEN_SET = ("threads", "student.pos_embed", "validation", "contrastive.mask")
+
+
 def training_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """What the trained weights depend on, by dotted key; `threads` only when a config fixes it (CPU reductions
-    depend on it), so configs without it keep their fingerprints."""
+    """What the trained weights depend on, by dotted key (COUNTED_WHEN_SET only when set)."""
     return {k: v for k, v in _flatten(cfg).items()
-            if k not in RUN_ONLY and k != "paper" and not (k == "threads" and v is None)}
+            if k not in RUN_ONLY and k != "paper" and not (k in COUNTED_WHEN_SET and v is None)}
 
 
 def run_fingerprint(cfg: Dict[str, Any]) -> str:

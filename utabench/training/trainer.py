@@ -12,6 +12,15 @@ optimiser, scheduler, step, RNG states and the configuration; data order is a fu
 so rerunning the same command continues exactly where the last checkpoint left off. A non-finite loss stops the run
 with its step number before anything of that step is saved. The finished run's `final.json` holds the export's
 metadata, the run fingerprint, the configuration, the step count and the setup it trained with (`setup.py`).
+
+Validation (a config's `validation: {every, batch_size, ...}`, pretrain/config.py) needs the recipe's
+`validation_set` (a dataset of fixed items) and `validation_loss(module, batch, device)` -> (mean loss, images). At
+step 0, every `every` steps and at the last step, before that step's checkpoint, the module is scored on the whole
+set: eval mode, no gradients, the run's precision, a loader with its own generator (the global RNGs that drop path
+and the data draw from are not touched); under torchrun each rank scores every world-th batch and the sums are
+added. A point is a `log.jsonl` line {step, validation_loss, train_loss, seconds}, `train_loss` being the mean loss
+of the steps since the previous point, whose running sum the checkpoint carries, so a resumed run writes the curve an
+uninterrupted one writes; `final.json` holds the curve (`validation_curve`). Its time is left out of images/s.
 """
 
 from __future__ import annotations
@@ -22,18 +31,19 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utabench.core.checkpoint import read_state_dict
 from utabench.core.context import Setup, resolve_precision
-from utabench.core.distributed import DistInfo, barrier
+from utabench.core.distributed import DistInfo, StridedBatchSampler, barrier
 from utabench.core.errors import UtabenchError
-from utabench.core.io import atomic_write, atomic_write_json, atomic_write_text
+from utabench.core.io import atomic_write, atomic_write_json, atomic_write_text, read_jsonl
 from utabench.training.fingerprint import differences, run_fingerprint
 from utabench.training.optim import fused_adamw, param_groups
 from utabench.training.rng import rng_state, set_rng_state
@@ -57,6 +67,17 @@ def _truncate_log(path: Path, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     atomic_write_text(path, "".join(kept))
+
+
+def validation_curve(log_path: Path) -> Dict[str, List]:
+    """The validation points of a run's log, compactly: {steps, loss, train_loss} (lists of one length; losses to
+    6 decimals, `train_loss` None at step 0)."""
+    rows = [row for row in read_jsonl(log_path, "training log") if "validation_loss" in row]
+
+    def rounded(value):
+        return None if value is None else round(float(value), 6)
+    return {"steps": [int(row["step"]) for row in rows], "loss": [rounded(row["validation_loss"]) for row in rows],
+            "train_loss": [rounded(row.get("train_loss")) for row in rows]}
 
 
 def finished_run(out_dir: Path, cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -94,6 +115,11 @@ class Trainer:
         self.total_steps = int(optim.get("steps") or round(optim["epochs"] * self.steps_per_epoch))
         self.warmup_steps = int(optim.get("warmup_steps") or round(optim["warmup_epochs"] * self.steps_per_epoch))
         self.warmup_steps = min(max(1, self.warmup_steps), self.total_steps)
+        self.validation = cfg.get("validation")
+        if self.validation and not hasattr(recipe, "validation_loss"):
+            raise UtabenchError(f"objective {cfg.get('objective')}'s recipe has no validation loss; remove "
+                                "`validation`")
+        self._window = [0.0, 0]  # the training losses since the last validation point: sum, steps
 
     def setup(self) -> Setup:
         """How this run trains: the global batch, the resolved precision, device type, processes, accumulation."""
@@ -110,7 +136,8 @@ class Trainer:
                 "model": self.recipe.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.device),
                 "world_size": self.dist.world_size,
-                **({"extra": self.recipe.extra_state()} if hasattr(self.recipe, "extra_state") else {})}
+                **({"extra": self.recipe.extra_state()} if hasattr(self.recipe, "extra_state") else {}),
+                **({"validation_window": list(self._window)} if self.validation else {})}
 
     def _save(self, step: int) -> None:
         if self.dist.is_main:
@@ -139,6 +166,8 @@ class Trainer:
         if hasattr(self.recipe, "load_extra_state"):
             self.recipe.load_extra_state(state["extra"])
         set_rng_state(state["rng"], self.device)
+        if self.validation:
+            self._window = list(state["validation_window"])
         return int(state["step"])
 
     def _loader(self, start: int) -> DataLoader:
@@ -152,6 +181,42 @@ class Trainer:
                           collate_fn=getattr(self.recipe, "collate", None), pin_memory=self.device.type == "cuda",
                           drop_last=True, persistent_workers=False, prefetch_factor=4 if workers else None,
                           generator=seeds)
+
+    def _validation_loss(self) -> float:
+        """The recipe's validation loss on its whole validation set, a mean per item (see the module docstring)."""
+        data, module = self.recipe.validation_set, self.recipe.module
+        workers = int(self.cfg["workers"])
+        loader = DataLoader(data, batch_sampler=StridedBatchSampler(len(data), int(self.validation["batch_size"]),
+                                                                    self.dist),
+                            num_workers=workers, collate_fn=getattr(self.recipe, "collate", None),
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        total, count = 0.0, 0
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                for batch in loader:
+                    loss, items = self.recipe.validation_loss(module, batch, self.device)
+                    total, count = total + float(loss) * items, count + items
+        finally:
+            module.train(was_training)
+        if self.dist.enabled:
+            sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            torch_dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
+        return total / count
+
+    def _validation_point(self, step: int, log_path: Path) -> float:
+        """Score the validation set, log the point and start a new training-loss window; returns the seconds taken."""
+        began = time.perf_counter()
+        loss = self._validation_loss()
+        if self.dist.is_main:
+            train = self._window[0] / self._window[1] if self._window[1] else None
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step, "validation_loss": loss, "train_loss": train,
+                                    "seconds": round(time.perf_counter() - began, 3)}) + "\n")
+        self._window = [0.0, 0]
+        return time.perf_counter() - began
 
     def _optimiser(self, module: nn.Module):
         optim = self.cfg["optim"]
@@ -188,6 +253,8 @@ class Trainer:
         if self.dist.is_main:
             meta.update({"fingerprint": run_fingerprint(self.cfg), "config": self.cfg, "steps": self.total_steps,
                          **setup_record(self.setup())})
+            if self.validation:
+                meta["validation"] = validation_curve(self.out_dir / "log.jsonl")
             atomic_write_json(done, meta, indent=1)
         barrier(self.dist)
         return done
@@ -200,7 +267,10 @@ class Trainer:
         log_path = self.out_dir / "log.jsonl"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
-            _truncate_log(log_path, start)
+            _truncate_log(log_path, start if start else -1)  # a fresh run keeps nothing, a step-0 point neither
+        validate_every = int(self.validation["every"]) if self.validation else 0
+        if self.validation and start == 0:
+            self._validation_point(0, log_path)
         step, seen, clock = start, 0, time.perf_counter()
         batches = iter(self._loader(start))
         for _ in range(start, self.total_steps):
@@ -226,6 +296,10 @@ class Trainer:
             step += 1
             if hasattr(self.recipe, "after_step"):
                 self.recipe.after_step(step)
+            if self.validation:
+                self._window = [self._window[0] + value, self._window[1] + 1]
+                if step % validate_every == 0 or step == self.total_steps:
+                    clock += self._validation_point(step, log_path)  # not training time
             seen += self.global_batch
             rate = seen / max(1e-9, time.perf_counter() - clock)
             bar.update(1)
