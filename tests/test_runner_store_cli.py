@@ -120,7 +120,7 @@ def test_not_applicable_is_recorded(tmp_path, world):
     (["run", "segmentation-x", "--backbone", "clip:utabench-clip-tiny", "--dataset", "imagenet:/x"],
      "argument TASK: invalid choice: 'segmentation-x' (choose from 'detection', 'few-shot', "
      "'finetune-classification', 'knn', 'linear-probe', 'llava-bench', 'retrieval', 'segmentation', "
-     "'zeroshot-classification')"),
+     "'winogavil', 'zeroshot-classification')"),
     (["run", "retrieval", "--backbone", "vit:b", "--dataset", "flickr30k:/nonexistent"],
      "unknown backbone family 'vit'; known backbone families: clip, eva02, uta"),
     (["run", "retrieval", "--backbone", "clip:utabench-clip-tiny", "--dataset", "flickr30k:/nonexistent"],
