@@ -5,6 +5,7 @@ does and says how many of the 38 tasks it had."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import yaml
 
@@ -27,18 +28,24 @@ def test_the_config_has_the_38_tasks_with_datacomps_metrics(tmp_path, monkeypatc
     assert len(drop_missing(cfg)) == 38 and not cfg.tasks  # every set missing: each named, none left
 
 
-def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeypatch, capsys):
-    exports = ensure_exports(world)
-    data = tmp_path / "data"
-    shutil.copytree(exports / "imagenet1k", data / "wds_imagenet1k_test")
-    shutil.copytree(exports / "imagenet1k", data / "wds_dollar_street_test")  # a stand-in with a group field
+def run_suite(data: Path, tmp_path: Path, *flags: str) -> Path:
+    """`run-all` of the bundled DataComp config on the tiny CLIP with `--data DATA`; returns the results folder."""
     raw = yaml.safe_load(bundled_config("datacomp.yaml").read_text())
     raw["backbones"] = [{"name": "clip-tiny", "spec": "clip:utabench-clip-tiny"}]
     config = tmp_path / "datacomp.yaml"
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "r"
     assert main(["run-all", "--config", str(config), "--data", str(data), "--results", str(results), "--cache-dir",
-                 str(tmp_path / "cache"), "--threads", "2", "--no-progress"]) == 0
+                 str(tmp_path / "cache"), "--threads", "2", "--no-progress", *flags]) == 0
+    return results
+
+
+def test_suite_on_two_sets_renders_its_partial_averages(world, tmp_path, monkeypatch, capsys):
+    exports = ensure_exports(world)
+    data = tmp_path / "data"
+    shutil.copytree(exports / "imagenet1k", data / "wds_imagenet1k_test")
+    shutil.copytree(exports / "imagenet1k", data / "wds_dollar_street_test")  # a stand-in with a group field
+    results = run_suite(data, tmp_path)
     captured = capsys.readouterr()
     skipped = [line for line in captured.err.splitlines() if "skipped (optional)" in line]
     assert len(skipped) == 36 and any("wds_vtab-svhn_test not found" in line for line in skipped)

@@ -9,12 +9,11 @@ import datasets
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from sklearn.metrics import jaccard_score
+from test_datacomp import run_suite  # the bundled DataComp config on the tiny CLIP
 
 from utabench.backbones import build_backbone
-from utabench.core.configfile import bundled_config
 from utabench.core.context import RunContext
 from utabench.core.errors import UtabenchError
 from utabench.datasets.winogavil import clip_prompt
@@ -125,13 +124,7 @@ def test_prompt_is_datacomps():
 def test_datacomp_suite_scores_winogavil_as_datacomp(games, tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     write_cache(data / "hf_cache", games)
-    raw = yaml.safe_load(bundled_config("datacomp.yaml").read_text())
-    raw["backbones"] = [{"name": "clip-tiny", "spec": "clip:utabench-clip-tiny"}]
-    config = tmp_path / "datacomp.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    results = tmp_path / "r"
-    assert main(["run-all", "--config", str(config), "--data", str(data), "--results", str(results), "--cache-dir",
-                 str(tmp_path / "cache"), "--threads", "2", "--no-progress", "--batch-size", "16"]) == 0
+    results = run_suite(data, tmp_path, "--batch-size", "16")
     skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped (optional)" in line]
     assert len(skipped) == 37 and not any("winogavil" in line for line in skipped)
     path = record_path(results, "clip-tiny", "winogavil", "misc-winogavil")
