@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from utabench.backbones import build_backbone
 from utabench.core.errors import UtabenchError
+from utabench.core.threads import cpu_threads
 from utabench.harness.plugins import load_all
 from utabench.harness.tables import render
 from utabench.pretrain.config import build_config, load_pretrain_config
@@ -30,10 +31,8 @@ CLIP = {"spec": "clip:utabench-clip-world", "seed": 2}
 
 @pytest.fixture(autouse=True)
 def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with cpu_threads(1):  # the project's own set-and-restore of torch's thread count
+        yield
 
 
 def _cfg(world, init=CLIP, **contrastive):
