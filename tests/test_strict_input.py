@@ -349,6 +349,18 @@ def test_every_help_renders(capsys):
         assert capsys.readouterr().out.startswith("usage: utabench"), words
 
 
+def test_only_run_all_requests_carry_a_run_config():
+    """`pretrain --config` names a pretraining YAML, not the run config a request carries (run-all's)."""
+    from utabench.harness.cli import build_parser
+    from utabench.harness.session import request_from_args
+
+    parser = build_parser()
+    pretrain = parser.parse_args(["pretrain", "uta", "--config", "p.yaml", "--out", "o", "--threads", "1"])
+    assert pretrain.recipe == "p.yaml"
+    assert request_from_args(pretrain).config is None and request_from_args(pretrain).flags == {"threads": 1}
+    assert request_from_args(parser.parse_args(["run-all", "--config", "c.yaml"])).config == "c.yaml"
+
+
 def test_a_broken_symlink_is_counted_as_a_skipped_image(tmp_path, world):
     """Under --skip-corrupt a broken image symlink is skipped and counted like a corrupt image, not dropped unseen."""
     from utabench.harness.store import load_results

@@ -111,7 +111,8 @@ def _add_pretrain(sub) -> None:
                          "or a student's contrastive fine-tuning (clip-ft)")
     pre.add_argument("objective", choices=OBJECTIVES.names(),
                      help=literal_help("; ".join(f"{name}: {text}" for name, text in OBJECTIVES.describe())))
-    pre.add_argument("--config", required=True, help="pretraining YAML (see utabench/configs/pretrain/)")
+    pre.add_argument("--config", dest="recipe", metavar="YAML", required=True,
+                     help="pretraining YAML (see utabench/configs/pretrain/)")
     pre.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, final.safetensors")
     pre.add_argument("--resume", help="a checkpoint to continue from (default: the latest one in --out)")
     pre.add_argument("--device", help="auto (default), cpu or cuda")

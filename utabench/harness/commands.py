@@ -132,7 +132,7 @@ def cmd_pretrain(args) -> int:
         return ensure_world(ctx.cache_dir, {"seed": args.world_seed})
 
     cfg = PretrainedResolver(ctx, None, log, world_factory=world).config_for(
-        {"pretrain": args.config, "objective": args.objective})
+        {"pretrain": args.recipe, "objective": args.objective})
     if args.workers is not None:
         cfg["workers"] = ctx.workers
     meta = pretrain(cfg, Path(args.out), ctx.device, ctx.dist, progress=ctx.progress, resume=args.resume, log=log)
