@@ -18,6 +18,7 @@ from utabench.tasks import bootstrap
 from utabench.tasks.bootstrap import (
     bootstrap_ci,
     classification_samples,
+    hits_samples,
     load_samples,
     paired_delta,
     point_metrics,
@@ -88,6 +89,20 @@ def test_intervals_equal_a_written_out_bootstrap(monkeypatch):
         assert got[f"image_r{k}"] == _written_out(texts, image_r(k))
         assert got[f"text_r{k}"] == _written_out(texts, lambda i, k=k: 100.0 * int((best[i] < k).sum()) / len(i))
     assert bootstrap_ci(samples, seed=1) != ci  # seeded: another seed, other resamples
+
+
+def test_hits_intervals_equal_a_written_out_bootstrap_of_the_mean_hit():
+    """kNN's 0/1 hits and few-shot's hits averaged over 3 seeds: the metric is the mean hit, resampled over images."""
+    rng = np.random.default_rng(3)
+    knn, seeds = rng.random(83) < 0.7, (rng.random((3, 83)) < 0.55).mean(axis=0)
+    samples = hits_samples({"top1_k10": knn, "top1_k4": seeds}, np.arange(83) + 7)
+    got = bootstrap_ci(samples)
+    assert got == {"top1_k10": _written_out(samples, lambda i: 100.0 * knn[i].sum() / 83),
+                   "top1_k4": pytest.approx(_written_out(samples, lambda i: 100.0 * seeds[i].sum() / 83), rel=1e-12)}
+    assert point_metrics(samples) == {"top1_k10": 100.0 * knn.sum() / 83, "top1_k4": pytest.approx(100 * seeds.mean())}
+    assert bootstrap_ci(samples, ["top1_k10", "top1_k10_std"]).keys() == {"top1_k10"}  # a std has no interval
+    deltas = paired_delta(samples, {k: v.copy() for k, v in samples.items()})
+    assert all(d["delta"] == 0 and (d["low"], d["high"]) == (0, 0) for d in deltas.values()) and len(deltas) == 2
 
 
 def test_point_estimates_agree_with_the_task_metrics_and_lie_inside_their_intervals():
@@ -218,3 +233,14 @@ def test_report_bars_carry_the_intervals(monkeypatch):
     spans = sorted((round(float(s[0][1]), 6), round(float(s[1][1]), 6)) for s in segments)
     assert (45.0, 52.0) in spans and (46.0, 53.0) in spans  # backbone a's intervals, as drawn
     assert all(low == high for low, high in spans if (low, high) not in ((45.0, 52.0), (46.0, 53.0)))  # b: none
+
+
+def test_a_knn_record_carries_intervals_from_its_hits(world, tmp_path):
+    assert _run(world, tmp_path, "k", "--ks", "1,5", task="knn") == 0
+    path = record_path(tmp_path / "r", "k", "knn", "imagenet")
+    record = read_record(path)
+    assert set(record.ci) == set(record.metrics) == {"top1_k1", "top1_k5", "top5_k1", "top5_k5"}
+    assert record.ci_method["resampled"].startswith("test images")
+    samples = load_samples(samples_file(path), record.provenance["samples"]["sha256"])
+    assert point_metrics(samples) == record.metrics and bootstrap_ci(samples) == record.ci
+    assert all(low <= record.metrics[m] <= high for m, (low, high) in record.ci.items())

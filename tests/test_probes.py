@@ -16,6 +16,7 @@ from utabench.backbones import build_backbone
 from utabench.core.errors import NotApplicable, UtabenchError
 from utabench.core.registry import TASKS
 from utabench.harness.cli import main
+from utabench.tasks.bootstrap import point_metrics
 from utabench.tasks.few_shot import few_shot_indices, few_shot_probe
 from utabench.tasks.knn import knn_classify, knn_scores
 from utabench.tasks.linear_probe import WD_GRID, FitRecipe, carve_validation, cosine_lr, linear_probe
@@ -200,13 +201,15 @@ def test_few_shot_probe_means_over_seeds_and_leaves_out_what_cannot_be_filled():
     train_x, train_y, test_x, test_y = _clusters(60, 40, 8, 4, seed=4, noise=0.5)  # 15 training images a class
     options = {"shots": [1, 4, 16], "seeds": [0, 1, 2], "lr": 0.1, "epochs": 5, "fit_batch_size": 64,
                "weight_decay": 0.0, "wd_search": False, "val_proportion": 0.2}
-    metrics, details = few_shot_probe(train_x, train_y, test_x, test_y, options)
-    assert set(metrics) == {"top1_k1", "top1_k1_std", "top1_k4", "top1_k4_std"}
+    metrics, details, hits = few_shot_probe(train_x, train_y, test_x, test_y, options)
+    assert set(metrics) == {"top1_k1", "top1_k1_std", "top1_k4", "top1_k4_std"} and set(hits) == {"top1_k1", "top1_k4"}
+    assert 100 * hits["top1_k4"].mean() == pytest.approx(metrics["top1_k4"])  # the seeds' mean hit per test image
+    assert set(np.unique(hits["top1_k4"] * 3).round(9)) <= {0, 1, 2, 3} and len(hits["top1_k4"]) == len(test_y)
     by_seed = list(details["top1_by_seed"]["k4"].values())
     assert metrics["top1_k4"] == pytest.approx(np.mean(by_seed))
     assert metrics["top1_k4_std"] == pytest.approx(np.std(by_seed, ddof=1))
     assert details["insufficient"] == {"k16": [0, 1, 2, 3]} and metrics["top1_k4"] > 50
-    searched, details = few_shot_probe(train_x, train_y, test_x, test_y, {**options, "shots": [2], "seeds": [0],
+    searched, details, _ = few_shot_probe(train_x, train_y, test_x, test_y, {**options, "shots": [2], "seeds": [0],
                                                                           "wd_search": True})
     assert set(details["weight_decay"]) == {"k2_seed0"} and "top1_k2" in searched
 
@@ -224,6 +227,8 @@ def test_a_second_probe_reads_the_cached_features_and_encodes_nothing(world, ctx
     first = knn.run(backbone, data, ctx, knn.options_of({"ks": "1,5"}))
     assert first.details["image_features"] == "computed" and set(first.metrics) == {
         "top1_k1", "top1_k5", "top5_k1", "top5_k5"}
+    assert point_metrics(first.samples) == first.metrics  # its per-image hits, for the record's intervals
+    assert sorted(first.samples["ids"]) == list(range(40))  # the test split's images
 
     def no_encoding(images):
         raise AssertionError("an image was encoded again")

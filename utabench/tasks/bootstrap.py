@@ -1,4 +1,5 @@
-"""Per-sample outcomes of zero-shot classification, retrieval and WinoGAViL, and bootstrap intervals from them.
+"""Per-sample outcomes of zero-shot classification, retrieval, WinoGAViL, kNN and few-shot, and bootstrap intervals
+from them.
 
 A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples`), and the runner writes it beside
 the record as `<record>.samples.npz`:
@@ -13,6 +14,8 @@ the record as `<record>.samples.npz`:
   DataComp's (eval_utils/wino_eval.py): the mean index over all games (avg_jaccard_score) and over the games with 5,
   6, 10, 12, at most 6 and at least 10 candidates (jaccard_score_5, ..., jaccard_score_5-6, jaccard_score_10-12), in
   percent; a group without games has no value.
+- hits (kNN, few-shot): `hit_<metric>` (samples,) for each metric, the sample's hit (0 or 1; few-shot: its mean over
+  the seeds, whose probes all score the same test split); `ids` (samples,). The metric is the mean hit, in percent.
 
 Every metric is recomputed from these (`point_metrics`; a hit at k is a rank below k), and its 95% interval is the
 percentile bootstrap over `RESAMPLES` resamples drawn with `SEED`: resample `b` is `rng.integers(0, n, size=n)` of
@@ -25,7 +28,8 @@ replacement and each drawn image carries all its texts, for both directions: tex
 the drawn images, image retrieval (text -> image) the texts they carry (a cluster bootstrap: an image's captions are
 not independent of one another). The ranks stay those against the full gallery; the resamples vary which queries
 count, not what they are ranked against. A jaccard resample draws games; a group's interval is over the resamples
-that drew one of its games.
+that drew one of its games. A hits resample draws test images; a few-shot interval is that of the seeds' mean on
+resampled test images, with the shots held fixed (the spread over shot selections is the record's `_std`).
 
 A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
 samples, so Δ = B − A is resampled with what the two share.
@@ -57,20 +61,23 @@ JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambd
                   "jaccard_score_12": lambda n: n == 12, "jaccard_score_5-6": lambda n: n <= 6,
                   "jaccard_score_10-12": lambda n: n >= 10}
 
+HIT = "hit_"  # a hits file's array of one metric: hit_top1_k10
 Samples = Dict[str, np.ndarray]
 
 
 def kind_of(samples: Samples) -> str:
-    """classification or retrieval, from the arrays a samples file holds."""
+    """classification, retrieval, jaccard or hits, from the arrays a samples file holds."""
     if {"top5", "target", "ids"} <= set(samples):
         return "classification"
     if {"text_rank", "text_image", "image_rank", "ids"} <= set(samples):
         return "retrieval"
     if {"jaccard", "candidates", "ids"} <= set(samples):
         return "jaccard"
+    if "ids" in samples and any(key.startswith(HIT) for key in samples):
+        return "hits"
     raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
-                        "target, ids), retrieval's (text_rank, text_image, image_rank, ids) nor WinoGAViL's (jaccard, "
-                        "candidates, ids)")
+                        "target, ids), retrieval's (text_rank, text_image, image_rank, ids), WinoGAViL's (jaccard, "
+                        f"candidates, ids) nor hits ({HIT}<metric>..., ids)")
 
 
 def units(samples: Samples) -> int:
@@ -94,6 +101,12 @@ def jaccard_samples(jaccard: np.ndarray, candidates: np.ndarray, ids: np.ndarray
             "ids": np.asarray(ids, dtype=np.int64)}
 
 
+def hits_samples(hits: Dict[str, np.ndarray], ids: np.ndarray) -> Samples:
+    """`hits` {metric: (samples,) hit per sample, 0..1}."""
+    return {**{HIT + metric: np.asarray(hit, dtype=np.float64) for metric, hit in hits.items()},
+            "ids": np.asarray(ids, dtype=np.int64)}
+
+
 def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
     """The metrics of `metrics` that can be counted from `samples`."""
     if kind_of(samples) == "classification":
@@ -101,6 +114,8 @@ def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
         return [m for m in out if m != "top5" or samples["top5"].shape[1] >= 5]
     if kind_of(samples) == "jaccard":  # a group needs games
         return [m for m in metrics if m in JACCARD_GROUPS and JACCARD_GROUPS[m](samples["candidates"]).any()]
+    if kind_of(samples) == "hits":
+        return [m for m in metrics if HIT + m in samples]
     return [m for m in metrics if _RECALL.match(m)]
 
 
@@ -123,6 +138,8 @@ class _Counter:
         elif self.kind == "jaccard":
             self.jaccard = samples["jaccard"].astype(np.float64)
             self.member = {metric: JACCARD_GROUPS[metric](samples["candidates"]) for metric in self.metrics}
+        elif self.kind == "hits":
+            self.hit = {metric: samples[HIT + metric].astype(np.float64) for metric in self.metrics}
         else:
             text_image = samples["text_image"].astype(np.int64)
             self.texts = np.bincount(text_image, minlength=self.n)
@@ -170,6 +187,8 @@ def _all_metrics(samples: Samples) -> List[str]:
         return list(CLASSIFICATION_METRICS)
     if kind_of(samples) == "jaccard":
         return list(JACCARD_GROUPS)
+    if kind_of(samples) == "hits":
+        return [key[len(HIT):] for key in samples if key.startswith(HIT)]
     return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
 
 
@@ -218,7 +237,9 @@ def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, le
                               "resample (not stratified)",
             "retrieval": "images, with replacement, each carrying all its texts (text retrieval counts the images, "
                          "image retrieval their texts); ranks against the full gallery",
-            "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games"}[kind]
+            "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games",
+            "hits": "test images, with replacement (few-shot: the shots held fixed, each image's hit its mean over the "
+                    "seeds)"}[kind]
     return {"method": "percentile bootstrap", "level": level, "resamples": resamples, "seed": seed,
             "resampled": unit, "units": units(samples), "module": "utabench.tasks.bootstrap"}
 
@@ -227,7 +248,8 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     """Why two outcomes are not on the same samples (None when they are)."""
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
-    keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates"}[kind_of(a)])
+    keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates",
+                    "hits": "ids"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
             return f"their sample {key if key.endswith('s') else key + 's'} differ"

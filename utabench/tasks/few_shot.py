@@ -15,7 +15,8 @@ that (the validation part carved from the train split with the seed, the shots d
 on the shots only) for those who want CLIP_benchmark's numbers.
 
 Metrics: `top1_k{k}`, the mean over seeds of the top-1 (%), and `top1_k{k}_std`, their sample standard deviation
-(ddof 1; 0 with one seed).
+(ddof 1; 0 with one seed). The record's interval of `top1_k{k}` resamples the test images, each carrying its hit
+averaged over the seeds (tasks/bootstrap.py): the uncertainty of the test set, with the shots fixed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import time
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat
@@ -32,6 +34,7 @@ from utabench.core.context import Setup
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.tasks.base import TaskOutput
+from utabench.tasks.bootstrap import hits_samples
 from utabench.tasks.linear_probe import (
     WD_GRID,
     FitOptions,
@@ -42,7 +45,6 @@ from utabench.tasks.linear_probe import (
     preserved_rng,
     search_weight_decay,
 )
-from utabench.tasks.metrics import topk_accuracy
 from utabench.tasks.probe_data import Counts, ProbeTask, Seeds, num_outputs, split_features
 
 
@@ -73,10 +75,14 @@ def few_shot_indices(targets: torch.Tensor, k: int, seed: int) -> Tuple[torch.Te
 
 
 def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                   options: Dict[str, Any], device: str = "cpu") -> Tuple[Dict[str, float], Dict[str, Any]]:
+                   options: Dict[str, Any], device: str = "cpu"
+                   ) -> Tuple[Dict[str, float], Dict[str, Any], Dict[str, np.ndarray]]:
+    """The metrics, the details and each test image's top-1 hit per k, averaged over the seeds
+    ({`top1_k{k}`: (test images,) 0..1})."""
     train_x, test_x = F.normalize(train_x.float(), dim=-1), F.normalize(test_x.float(), dim=-1)
     num_classes = num_outputs(train_y)
     per_k: Dict[int, Dict[int, float]] = {}
+    hits: Dict[int, Dict[int, torch.Tensor]] = {}
     weight_decays: Dict[str, float] = {}
     short: Dict[int, List[int]] = {}
     for k in options["shots"]:
@@ -98,7 +104,9 @@ def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
                 weight_decay = float(WD_GRID[peak])
                 weight_decays[f"k{k}_seed{seed}"] = weight_decay
             model = fit_linear(train_x[rows], train_y[rows], num_classes, weight_decay, recipe, device)
-            per_k.setdefault(k, {})[seed] = topk_accuracy(predict(model, test_x), test_y, (1,))[1]
+            hit = predict(model, test_x).topk(1, dim=1).indices[:, 0].eq(test_y)  # topk_accuracy's ranking
+            per_k.setdefault(k, {})[seed] = 100.0 * int(hit.sum()) / len(test_y)
+            hits.setdefault(k, {})[seed] = hit
     if not per_k:
         smallest = int(torch.unique(train_y, return_counts=True)[1].min())
         raise UtabenchError(f"few-shot: no shot count of {options['shots']} fits; the smallest class of the train "
@@ -113,7 +121,8 @@ def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
                "weight_decay": weight_decays if options["wd_search"] else options["weight_decay"],
                "wd_search": options["wd_search"], "num_classes": num_classes, "lr": options["lr"],
                "epochs": options["epochs"], "batch_size": options["fit_batch_size"], "normalized": True}
-    return metrics, details
+    mean_hits = {f"top1_k{k}": torch.stack(list(hits[k].values())).double().mean(dim=0).numpy() for k in per_k}
+    return metrics, details, mean_hits
 
 
 @TASKS.register("few-shot", help="few-shot linear probes: k images a class (1, 2, 4, 8, 16), several seeds; top-1 mean "
@@ -127,11 +136,12 @@ class FewShot(ProbeTask):
         feats = split_features(backbone, data, ctx)
         start = time.perf_counter()
         with preserved_rng(ctx.device):
-            metrics, details = few_shot_probe(feats.train.features, feats.train.targets, feats.test.features,
+            metrics, details, hits = few_shot_probe(feats.train.features, feats.train.targets, feats.test.features,
                                               feats.test.targets, options, ctx.device)
         seconds = time.perf_counter() - start
         details.update(splits=list(data.splits), features=feats.described, precision="fp32",
                        image_features=feats.cached, seeds=list(options["seeds"]), shots=list(options["shots"]))
         return TaskOutput(metrics=metrics, num_images=feats.num_images, skipped_images=feats.skipped_images,
                           model_seconds=feats.seconds, train_seconds=seconds, details=details,
-                          training={"probe": Setup(options["fit_batch_size"], "fp32", ctx.device_type, 1)})
+                          training={"probe": Setup(options["fit_batch_size"], "fp32", ctx.device_type, 1)},
+                          samples=hits_samples(hits, feats.test.indices.numpy()))

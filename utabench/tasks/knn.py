@@ -17,12 +17,14 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 
 from utabench.core.registry import TASKS
 from utabench.tasks.base import TaskOutput
+from utabench.tasks.bootstrap import hits_samples
 from utabench.tasks.probe_data import Counts, ProbeTask, SplitOptions, num_outputs, split_features
 
 
@@ -69,24 +71,37 @@ def ranked_hits(scores: torch.Tensor, targets: torch.Tensor, top: int) -> torch.
     return ranking.eq(targets.view(-1, 1))
 
 
-def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 ks: Sequence[int], temperature: float = 0.07, device: str = "cpu", chunk: int = 256
-                 ) -> Dict[str, float]:
-    """`top1_k{k}` (and `top5_k{k}` with 5 or more classes) of the weighted kNN, in percent."""
+def knn_hits(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+             ks: Sequence[int], temperature: float = 0.07, device: str = "cpu", chunk: int = 256
+             ) -> Dict[str, np.ndarray]:
+    """{`top1_k{k}` (and `top5_k{k}` with 5 or more classes): (test images,) bool} whether the weighted kNN found
+    each test image's class."""
     train_x = F.normalize(train_x.float(), dim=-1).to(device)
     test_x = F.normalize(test_x.float(), dim=-1)
     train_y = train_y.to(device)
     num_classes = num_outputs(train_y)
     tops = [1, 5] if num_classes >= 5 else [1]
-    hits = {(k, t): 0 for k in ks for t in tops}
+    hits: Dict[Tuple[int, int], List[torch.Tensor]] = {(k, t): [] for k in ks for t in tops}
     for start in range(0, len(test_x), chunk):
         queries = test_x[start:start + chunk].to(device)
         targets = test_y[start:start + chunk].to(device)
         for k, scores in knn_scores(train_x, train_y, queries, ks, temperature, num_classes).items():
             found = ranked_hits(scores, targets, max(tops))
             for t in tops:
-                hits[k, t] += int(found[:, :t].any(dim=1).sum())
-    return {f"top{t}_k{k}": 100.0 * hits[k, t] / len(test_x) for t in tops for k in ks}
+                hits[k, t].append(found[:, :t].any(dim=1).cpu())
+    return {f"top{t}_k{k}": torch.cat(hits[k, t]).numpy() for t in tops for k in ks}
+
+
+def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 ks: Sequence[int], temperature: float = 0.07, device: str = "cpu", chunk: int = 256
+                 ) -> Dict[str, float]:
+    """`top1_k{k}` (and `top5_k{k}` with 5 or more classes) of the weighted kNN, in percent."""
+    return accuracies(knn_hits(train_x, train_y, test_x, test_y, ks, temperature, device, chunk))
+
+
+def accuracies(hits: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Each metric's percent of hits."""
+    return {metric: 100.0 * int(hit.sum()) / len(hit) for metric, hit in hits.items()}
 
 
 @TASKS.register("knn", help="weighted kNN on frozen image features (DINOv2's: softmax(s/0.07) over the nearest, k 10, "
@@ -100,8 +115,9 @@ class Knn(ProbeTask):
         feats = split_features(backbone, data, ctx)
         start = time.perf_counter()
         ks: List[int] = list(options["ks"])
-        metrics = knn_classify(feats.train.features, feats.train.targets, feats.test.features, feats.test.targets,
-                               ks, options["temperature"], ctx.device)
+        hits = knn_hits(feats.train.features, feats.train.targets, feats.test.features, feats.test.targets, ks,
+                        options["temperature"], ctx.device)
+        metrics = accuracies(hits)
         seconds = time.perf_counter() - start
         details = {"ks": ks, "temperature": options["temperature"], "weighting": "softmax over max_k (DINOv2)",
                    "train_images": len(feats.train.indices), "test_images": len(feats.test.indices),
@@ -111,4 +127,5 @@ class Knn(ProbeTask):
         if max(ks) > len(feats.train.indices):
             details["ks_capped_at"] = len(feats.train.indices)
         return TaskOutput(metrics=metrics, num_images=feats.num_images, skipped_images=feats.skipped_images,
-                          model_seconds=feats.seconds, details=details)
+                          model_seconds=feats.seconds, details=details,
+                          samples=hits_samples(hits, feats.test.indices.numpy()))
