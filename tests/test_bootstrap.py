@@ -20,6 +20,7 @@ from utabench.tasks.bootstrap import (
     classification_samples,
     hits_samples,
     load_samples,
+    multilabel_samples,
     paired_delta,
     point_metrics,
     retrieval_samples,
@@ -103,6 +104,26 @@ def test_hits_intervals_equal_a_written_out_bootstrap_of_the_mean_hit():
     assert bootstrap_ci(samples, ["top1_k10", "top1_k10_std"]).keys() == {"top1_k10"}  # a std has no interval
     deltas = paired_delta(samples, {k: v.copy() for k, v in samples.items()})
     assert all(d["delta"] == 0 and (d["low"], d["high"]) == (0, 0) for d in deltas.values()) and len(deltas) == 2
+
+
+def test_multilabel_intervals_equal_a_written_out_bootstrap_of_clip_benchmarks_map():
+    """Each resample's mean average precision as clip_benchmark computes it (average_precision_per_class)."""
+    from clip_benchmark.metrics.zeroshot_classification import average_precision_per_class
+
+    rng = np.random.default_rng(5)
+    hot = rng.random((61, 6)) < 0.3
+    scores = (rng.normal(size=(61, 6)) + 1.5 * hot).astype(np.float32)
+    samples = multilabel_samples(scores, hot, np.arange(61))
+
+    def theirs(index):
+        ap = average_precision_per_class(torch.from_numpy(scores[index]), torch.from_numpy(hot[index]).long())
+        return 100.0 * float(ap.mean())
+
+    got = bootstrap_ci(samples, resamples=200)
+    expected = _written_out(samples, theirs, resamples=200)
+    assert got["mean_average_precision"] == pytest.approx(expected, rel=1e-6)
+    assert point_metrics(samples)["mean_average_precision"] == pytest.approx(theirs(np.arange(61)), rel=1e-6)
+    assert paired_delta(samples, dict(samples), resamples=50)["mean_average_precision"]["delta"] == 0
 
 
 def test_point_estimates_agree_with_the_task_metrics_and_lie_inside_their_intervals():

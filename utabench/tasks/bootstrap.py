@@ -1,5 +1,5 @@
-"""Per-sample outcomes of zero-shot classification, retrieval, WinoGAViL, kNN and few-shot, and bootstrap intervals
-from them.
+"""Per-sample outcomes of zero-shot classification (multi-label too), retrieval, WinoGAViL, kNN and few-shot, and
+bootstrap intervals from them.
 
 A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples`), and the runner writes it beside
 the record as `<record>.samples.npz`:
@@ -14,6 +14,8 @@ the record as `<record>.samples.npz`:
   DataComp's (eval_utils/wino_eval.py): the mean index over all games (avg_jaccard_score) and over the games with 5,
   6, 10, 12, at most 6 and at least 10 candidates (jaccard_score_5, ..., jaccard_score_5-6, jaccard_score_10-12), in
   percent; a group without games has no value.
+- multilabel (zero-shot on a multi-label set): `scores` (samples, classes) the zero-shot logits; `multi_hot` (samples,
+  classes) the labels; `ids` (samples,). The metric is clip_benchmark's mean average precision (tasks/metrics.py).
 - hits (kNN, few-shot): `hit_<metric>` (samples,) for each metric, the sample's hit (0 or 1; few-shot: its mean over
   the seeds, whose probes all score the same test split); `ids` (samples,). The metric is the mean hit, in percent.
 
@@ -28,8 +30,10 @@ replacement and each drawn image carries all its texts, for both directions: tex
 the drawn images, image retrieval (text -> image) the texts they carry (a cluster bootstrap: an image's captions are
 not independent of one another). The ranks stay those against the full gallery; the resamples vary which queries
 count, not what they are ranked against. A jaccard resample draws games; a group's interval is over the resamples
-that drew one of its games. A hits resample draws test images; a few-shot interval is that of the seeds' mean on
-resampled test images, with the shots held fixed (the spread over shot selections is the record's `_std`).
+that drew one of its games. A multilabel resample draws images, and each class's average precision ranks the drawn
+images (a class that none of them has counts 0, as in the full set). A hits resample draws test images; a few-shot
+interval is that of the seeds' mean on resampled test images, with the shots held fixed (the spread over shot
+selections is the record's `_std`).
 
 A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
 samples, so Δ = B − A is resampled with what the two share.
@@ -61,6 +65,7 @@ JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambd
                   "jaccard_score_12": lambda n: n == 12, "jaccard_score_5-6": lambda n: n <= 6,
                   "jaccard_score_10-12": lambda n: n >= 10}
 
+MAP = "mean_average_precision"
 HIT = "hit_"  # a hits file's array of one metric: hit_top1_k10
 Samples = Dict[str, np.ndarray]
 
@@ -73,11 +78,13 @@ def kind_of(samples: Samples) -> str:
         return "retrieval"
     if {"jaccard", "candidates", "ids"} <= set(samples):
         return "jaccard"
+    if {"scores", "multi_hot", "ids"} <= set(samples):
+        return "multilabel"
     if "ids" in samples and any(key.startswith(HIT) for key in samples):
         return "hits"
     raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
                         "target, ids), retrieval's (text_rank, text_image, image_rank, ids), WinoGAViL's (jaccard, "
-                        f"candidates, ids) nor hits ({HIT}<metric>..., ids)")
+                        f"candidates, ids), multilabel (scores, multi_hot, ids) nor hits ({HIT}<metric>..., ids)")
 
 
 def units(samples: Samples) -> int:
@@ -101,6 +108,11 @@ def jaccard_samples(jaccard: np.ndarray, candidates: np.ndarray, ids: np.ndarray
             "ids": np.asarray(ids, dtype=np.int64)}
 
 
+def multilabel_samples(scores: np.ndarray, multi_hot: np.ndarray, ids: np.ndarray) -> Samples:
+    return {"scores": np.asarray(scores, dtype=np.float32), "multi_hot": np.asarray(multi_hot, dtype=bool),
+            "ids": np.asarray(ids, dtype=np.int64)}
+
+
 def hits_samples(hits: Dict[str, np.ndarray], ids: np.ndarray) -> Samples:
     """`hits` {metric: (samples,) hit per sample, 0..1}."""
     return {**{HIT + metric: np.asarray(hit, dtype=np.float64) for metric, hit in hits.items()},
@@ -116,6 +128,8 @@ def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
         return [m for m in metrics if m in JACCARD_GROUPS and JACCARD_GROUPS[m](samples["candidates"]).any()]
     if kind_of(samples) == "hits":
         return [m for m in metrics if HIT + m in samples]
+    if kind_of(samples) == "multilabel":
+        return [m for m in metrics if m == MAP]
     return [m for m in metrics if _RECALL.match(m)]
 
 
@@ -140,6 +154,8 @@ class _Counter:
             self.member = {metric: JACCARD_GROUPS[metric](samples["candidates"]) for metric in self.metrics}
         elif self.kind == "hits":
             self.hit = {metric: samples[HIT + metric].astype(np.float64) for metric in self.metrics}
+        elif self.kind == "multilabel":
+            self.scores, self.truth = samples["scores"], samples["multi_hot"].astype(bool)
         else:
             text_image = samples["text_image"].astype(np.int64)
             self.texts = np.bincount(text_image, minlength=self.n)
@@ -164,6 +180,8 @@ class _Counter:
                                    minlength=size).reshape(-1, self.classes)
                 recall = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
                 out[metric] = 100.0 * recall.sum(axis=1) / (counts > 0).sum(axis=1)
+            elif self.kind == "multilabel":
+                out[metric] = self._mean_average_precision(index)
             elif self.kind == "jaccard":  # the group's mean in each resample; NaN where it drew none of the group
                 member = self.member[metric][index]
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -173,6 +191,18 @@ class _Counter:
             else:
                 out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.n
         return out
+
+    def _mean_average_precision(self, index: np.ndarray) -> np.ndarray:
+        """tasks/metrics.mean_average_precision of each resample's images (rows of `index`), vectorised."""
+        rows = np.arange(index.shape[0])[:, None]
+        ranks = np.arange(1, index.shape[1] + 1, dtype=np.float64)
+        total = np.zeros(index.shape[0])
+        for k in range(self.scores.shape[1]):
+            order = np.argsort(-self.scores[index, k], axis=1, kind="stable")
+            truth = self.truth[index, k][rows, order]
+            precision = np.cumsum(truth, axis=1) / ranks
+            total += (precision * truth).sum(axis=1) / np.maximum(truth.sum(axis=1), 1)
+        return 100.0 * total / self.scores.shape[1]
 
 
 def point_metrics(samples: Samples, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
@@ -189,6 +219,8 @@ def _all_metrics(samples: Samples) -> List[str]:
         return list(JACCARD_GROUPS)
     if kind_of(samples) == "hits":
         return [key[len(HIT):] for key in samples if key.startswith(HIT)]
+    if kind_of(samples) == "multilabel":
+        return [MAP]
     return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
 
 
@@ -238,6 +270,7 @@ def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, le
             "retrieval": "images, with replacement, each carrying all its texts (text retrieval counts the images, "
                          "image retrieval their texts); ranks against the full gallery",
             "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games",
+            "multilabel": "images, with replacement; each class's average precision over the drawn images",
             "hits": "test images, with replacement (few-shot: the shots held fixed, each image's hit its mean over the "
                     "seeds)"}[kind]
     return {"method": "percentile bootstrap", "level": level, "resamples": resamples, "seed": seed,
@@ -249,7 +282,7 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
     keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates",
-                    "hits": "ids"}[kind_of(a)])
+                    "multilabel": "multi_hot", "hits": "ids"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
             return f"their sample {key if key.endswith('s') else key + 's'} differ"

@@ -16,7 +16,7 @@ from utabench.core.schema import Schema
 from utabench.core.tablespec import PAPER_FILL, TableSpec, register_table
 from utabench.datasets.images import ImageList
 from utabench.tasks.base import Task, TaskOutput
-from utabench.tasks.bootstrap import classification_samples
+from utabench.tasks.bootstrap import classification_samples, multilabel_samples
 from utabench.tasks.feature_cache import image_features
 from utabench.tasks.group_metrics import macro_f1, worst_group_accuracy
 from utabench.tasks.metrics import mean_average_precision, mean_per_class_recall, topk_accuracy
@@ -50,7 +50,9 @@ class ZeroShotClassification(Task):
             targets = torch.as_tensor(data.multi_hot)[feats.targets]
             return TaskOutput(metrics={"mean_average_precision": mean_average_precision(logits, targets)},
                               num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
-                              model_seconds=feats.seconds, details={
+                              model_seconds=feats.seconds,
+                              samples=multilabel_samples(logits.numpy(), targets.numpy(), feats.indices.numpy()),
+                              details={
                                   "num_classes": len(data.classnames), "num_templates": len(data.templates),
                                   "multilabel": True, "image_features": "cached" if feats.cached else "computed"})
         acc = topk_accuracy(logits, feats.targets, (1, 5))
