@@ -162,6 +162,8 @@ def test_finetune_task_end_to_end(world, tmp_path, capsys):
     assert main(args[:-2] + ["--eval-only", weights, "--results", str(tmp_path / "e")]) == 0  # the export evaluates
     again = json.loads(next((tmp_path / "e").glob("*/finetune-classification/imagenet.json")).read_text())
     assert again["metrics"] == metrics
+    assert set(record["ci"]) == set(metrics) and again["ci"] == record["ci"]  # intervals from each image's hits
+    assert all(low <= metrics[m] <= high for m, (low, high) in record["ci"].items())
     capsys.readouterr()
     assert main(["tables", "--results", str(results), "--table", "4"]) == 0
     table = capsys.readouterr().out

@@ -45,6 +45,7 @@ from utabench.tasks.linear_probe import (
     preserved_rng,
     search_weight_decay,
 )
+from utabench.tasks.metrics import topk_hits
 from utabench.tasks.probe_data import Counts, ProbeTask, Seeds, num_outputs, split_features
 
 
@@ -104,7 +105,7 @@ def few_shot_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
                 weight_decay = float(WD_GRID[peak])
                 weight_decays[f"k{k}_seed{seed}"] = weight_decay
             model = fit_linear(train_x[rows], train_y[rows], num_classes, weight_decay, recipe, device)
-            hit = predict(model, test_x).topk(1, dim=1).indices[:, 0].eq(test_y)  # topk_accuracy's ranking
+            hit = topk_hits(predict(model, test_x), test_y, (1,))[1]
             per_k.setdefault(k, {})[seed] = 100.0 * int(hit.sum()) / len(test_y)
             hits.setdefault(k, {})[seed] = hit
     if not per_k:

@@ -32,8 +32,9 @@ from utabench.finetune.config import load_finetune_recipe
 from utabench.finetune.model import Classifier
 from utabench.finetune.recipe import FinetuneRecipe, eval_transform
 from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.bootstrap import Samples, hits_samples
 from utabench.tasks.features import extract
-from utabench.tasks.metrics import topk_accuracy
+from utabench.tasks.metrics import percent_hits, topk_hits
 from utabench.training.fingerprint import run_fingerprint
 from utabench.training.setup import read_setup
 from utabench.training.trainer import Trainer, finished_run
@@ -89,10 +90,10 @@ class FinetuneClassification(Task):
             weights, trained, setup = self._train(recipe, backbone, data, options, ctx)
             training = {"finetune": setup} if setup else {}  # none for a model cached before setups were recorded
         train_seconds = time.perf_counter() - start
-        metrics, seconds = self._evaluate(weights, recipe, backbone, data, ctx)
+        metrics, seconds, samples = self._evaluate(weights, recipe, backbone, data, ctx)
         details = {"recipe": options["recipe"], "shown": recipe["shown"], "finetuned": str(weights), **trained}
         return TaskOutput(metrics=metrics, num_images=len(data.samples), model_seconds=seconds,
-                          train_seconds=train_seconds, details=details, training=training)
+                          train_seconds=train_seconds, details=details, training=training, samples=samples)
 
     def _train(self, recipe, backbone, data, options, ctx) -> Tuple[Path, Dict[str, Any], Optional[Setup]]:
         """The fine-tuned weights (trained now or found in the cache), details of the training and the setup it
@@ -114,7 +115,9 @@ class FinetuneClassification(Task):
         return Path(meta["finetuned"]), {"train_images": len(samples), "train_root": str(root), "steps": meta["steps"],
                                           "work_dir": str(out)}, read_setup(meta)
 
-    def _evaluate(self, weights: Path, recipe, backbone, data, ctx) -> Tuple[Dict[str, float], float]:
+    def _evaluate(self, weights: Path, recipe, backbone, data, ctx) -> Tuple[Dict[str, float], float, Samples]:
+        """Top-1 / top-5 of the EMA and the raw weights, the seconds it took and each image's hits (for the
+        intervals)."""
 
         if not weights.is_file():
             raise UtabenchError(f"fine-tuned weights {weights} do not exist; pass a finetuned.safetensors")
@@ -122,7 +125,7 @@ class FinetuneClassification(Task):
         model = Classifier(backbone, len(data.class_ids), 0.0, recipe["head_init_scale"]).to(ctx.device).eval()
         mean, std = backbone.normalisation()
         images = ImageList(data.samples, eval_transform(recipe, backbone.info.input_size, mean, std), ctx.skip_corrupt)
-        metrics, seconds = {}, 0.0
+        seconds, hits, ids = 0.0, {}, None
         for kind in ("ema", "raw"):
             weights_of = {k[len(kind) + 1:]: v for k, v in state.items() if k.startswith(f"{kind}.")}
             if not weights_of:
@@ -133,10 +136,12 @@ class FinetuneClassification(Task):
                 raise UtabenchError(f"{weights} does not fit {backbone.spec.key} with {len(data.class_ids)} classes: "
                                     f"{str(exc).splitlines()[0]}") from None
             feats = extract(model, images, ctx, desc=f"{data.name} ({kind})")
-            accuracy = topk_accuracy(feats.features, feats.targets, (1, 5))
             suffix = "" if kind == recipe["shown"] else f"_{kind}"
-            metrics.update({f"top{k}{suffix}": value for k, value in accuracy.items()})
+            for k, hit in topk_hits(feats.features, feats.targets, (1, 5)).items():
+                hits[f"top{k}{suffix}"] = hit.numpy()
             seconds += feats.seconds
+            ids = feats.indices.numpy()
+        metrics = percent_hits(hits)
         if "top1" not in metrics:
             raise UtabenchError(f"{weights} holds no {recipe['shown']} weights, which the recipe's `shown` asks for")
-        return metrics, seconds
+        return metrics, seconds, hits_samples(hits, ids)

@@ -25,6 +25,7 @@ from pydantic import Field, PositiveFloat
 from utabench.core.registry import TASKS
 from utabench.tasks.base import TaskOutput
 from utabench.tasks.bootstrap import hits_samples
+from utabench.tasks.metrics import percent_hits
 from utabench.tasks.probe_data import Counts, ProbeTask, SplitOptions, num_outputs, split_features
 
 
@@ -96,12 +97,7 @@ def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
                  ks: Sequence[int], temperature: float = 0.07, device: str = "cpu", chunk: int = 256
                  ) -> Dict[str, float]:
     """`top1_k{k}` (and `top5_k{k}` with 5 or more classes) of the weighted kNN, in percent."""
-    return accuracies(knn_hits(train_x, train_y, test_x, test_y, ks, temperature, device, chunk))
-
-
-def accuracies(hits: Dict[str, np.ndarray]) -> Dict[str, float]:
-    """Each metric's percent of hits."""
-    return {metric: 100.0 * int(hit.sum()) / len(hit) for metric, hit in hits.items()}
+    return percent_hits(knn_hits(train_x, train_y, test_x, test_y, ks, temperature, device, chunk))
 
 
 @TASKS.register("knn", help="weighted kNN on frozen image features (DINOv2's: softmax(s/0.07) over the nearest, k 10, "
@@ -117,7 +113,7 @@ class Knn(ProbeTask):
         ks: List[int] = list(options["ks"])
         hits = knn_hits(feats.train.features, feats.train.targets, feats.test.features, feats.test.targets, ks,
                         options["temperature"], ctx.device)
-        metrics = accuracies(hits)
+        metrics = percent_hits(hits)
         seconds = time.perf_counter() - start
         details = {"ks": ks, "temperature": options["temperature"], "weighting": "softmax over max_k (DINOv2)",
                    "train_images": len(feats.train.indices), "test_images": len(feats.test.indices),

@@ -4,17 +4,28 @@ Hits are counted in integers and divided once, so the percentages are exact."""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import torch
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> Dict[int, float]:
-    """Percent of rows whose target is among the k highest logits (ks larger than the class count are left out)."""
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """{k: (rows,) bool} whether a row's target is among its k highest logits (ks larger than the class count are left
+    out)."""
     ks = [k for k in ks if k <= logits.shape[1]]
     top = logits.topk(max(ks), dim=1, largest=True, sorted=True).indices
     hits = top.eq(targets.view(-1, 1))
-    return {k: 100.0 * int(hits[:, :k].any(dim=1).sum()) / len(targets) for k in ks}
+    return {k: hits[:, :k].any(dim=1) for k in ks}
+
+
+def percent_hits(hits: Dict[str, Any]) -> Dict[str, float]:
+    """{metric: percent of its rows that hit}, each of `hits` (rows,) bool."""
+    return {metric: 100.0 * int(hit.sum()) / len(hit) for metric, hit in hits.items()}
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> Dict[int, float]:
+    """Percent of rows whose target is among the k highest logits (ks larger than the class count are left out)."""
+    return {k: 100.0 * int(hit.sum()) / len(targets) for k, hit in topk_hits(logits, targets, ks).items()}
 
 
 def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor) -> float:
