@@ -92,6 +92,35 @@ def test_intervals_equal_a_written_out_bootstrap(monkeypatch):
     assert bootstrap_ci(samples, seed=1) != ci  # seeded: another seed, other resamples
 
 
+def test_datacomp_metrics_intervals_equal_a_written_out_bootstrap():
+    """Macro F1 as sklearn counts it and the worst group's top-1 / top-5, each resample written out."""
+    from sklearn.metrics import f1_score
+
+    base = _classification(n=89, classes=6, seed=2, right=0.5)
+    group = np.random.default_rng(2).choice([3, 7, 11], size=89, p=[0.6, 0.3, 0.1])
+    samples = classification_samples(base["top5"], base["target"], base["ids"], group)
+    top, target = samples["top5"], samples["target"]
+
+    def f1(index):
+        return 100.0 * f1_score(target[index], top[index, 0], average="macro", labels=np.unique(target[index]))
+
+    def worst(k):
+        def stat(index):
+            hit, g = (top[index, :k] == target[index, None]).any(1), group[index]
+            return 100.0 * min(hit[g == v].mean() for v in np.unique(g))
+        return stat
+
+    got = bootstrap_ci(samples, ["f1_macro", "top1_worst_group", "top5_worst_group"], resamples=300)
+    assert got["f1_macro"] == pytest.approx(_written_out(samples, f1, resamples=300), rel=1e-12)
+    assert got["top1_worst_group"] == pytest.approx(_written_out(samples, worst(1), resamples=300), rel=1e-12)
+    assert got["top5_worst_group"] == pytest.approx(_written_out(samples, worst(5), resamples=300), rel=1e-12)
+    everything = np.arange(89)
+    assert point_metrics(samples, list(got)) == pytest.approx({"f1_macro": f1(everything),
+                                                               "top1_worst_group": worst(1)(everything),
+                                                               "top5_worst_group": worst(5)(everything)})
+    assert "top1_worst_group" not in bootstrap_ci(base)  # no groups kept: no worst group
+
+
 def test_hits_intervals_equal_a_written_out_bootstrap_of_the_mean_hit():
     """kNN's 0/1 hits and few-shot's hits averaged over 3 seeds: the metric is the mean hit, resampled over images."""
     rng = np.random.default_rng(3)

@@ -5,7 +5,10 @@ A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples
 the record as `<record>.samples.npz`:
 
 - classification: `top5` (samples, min(5, classes)) the predicted class indices, best first; `target` (samples,) the
-  true class; `ids` (samples,) each sample's index in the dataset's sample list.
+  true class; `ids` (samples,) each sample's index in the dataset's sample list; with DataComp's worst-group metrics,
+  `group` (samples,) each sample's value of the metadata field grouped by. Besides top-1, top-5 and mean per-class
+  recall they count DataComp's macro F1 (`f1_macro`) and worst-group top-1 / top-5 (`top1_worst_group`, ...;
+  tasks/group_metrics.py).
 - retrieval: `text_rank` (texts,) how many images score above the text's own image (0: its image is first);
   `text_image` (texts,) the position (in `ids`) of the text's image; `image_rank` (images,) how many texts score
   above the best of the image's own texts; `ids` (images,) each image's index in the dataset's image list.
@@ -25,7 +28,8 @@ one `numpy.random.default_rng(SEED)`, drawn in order b = 0, 1, ...; the interval
 [2.5, 97.5])` (linear interpolation) of the metric over the resamples.
 
 What is resampled: the images. A classification resample draws images with replacement; mean per-class recall is
-averaged over the classes present in the resample (not stratified by class). A retrieval resample draws images with
+averaged over the classes present in the resample (not stratified by class), and so are macro F1 and the worst
+group's accuracy (over the classes and groups present). A retrieval resample draws images with
 replacement and each drawn image carries all its texts, for both directions: text retrieval (image -> texts) counts
 the drawn images, image retrieval (text -> image) the texts they carry (a cluster bootstrap: an image's captions are
 not independent of one another). The ranks stay those against the full gallery; the resamples vary which queries
@@ -57,7 +61,8 @@ SEED = 0
 LEVEL = 0.95
 CHUNK_VALUES = 4_000_000  # resample indices evaluated at once (resamples x samples), to bound memory
 
-CLASSIFICATION_METRICS = ("top1", "top5", "mean_per_class_recall")
+CLASSIFICATION_METRICS = ("top1", "top5", "mean_per_class_recall")  # and f1_macro, which a record has on request
+WORST_GROUP = {"top1_worst_group": "top1", "top5_worst_group": "top5"}  # which hit each worst group averages
 _RECALL = re.compile(r"^(text|image)_r(\d+)$")
 # DataComp's WinoGAViL metrics: which games (by their number of candidates) each averages
 JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambda n: n == 5,
@@ -92,9 +97,11 @@ def units(samples: Samples) -> int:
     return len(samples["ids"])
 
 
-def classification_samples(top: np.ndarray, target: np.ndarray, ids: np.ndarray) -> Samples:
-    return {"top5": np.asarray(top, dtype=np.int32), "target": np.asarray(target, dtype=np.int32),
-            "ids": np.asarray(ids, dtype=np.int64)}
+def classification_samples(top: np.ndarray, target: np.ndarray, ids: np.ndarray,
+                           group: Optional[np.ndarray] = None) -> Samples:
+    out = {"top5": np.asarray(top, dtype=np.int32), "target": np.asarray(target, dtype=np.int32),
+           "ids": np.asarray(ids, dtype=np.int64)}
+    return out if group is None else {**out, "group": np.asarray(group, dtype=np.int64)}
 
 
 def retrieval_samples(text_rank: np.ndarray, text_image: np.ndarray, image_rank: np.ndarray,
@@ -122,8 +129,9 @@ def hits_samples(hits: Dict[str, np.ndarray], ids: np.ndarray) -> Samples:
 def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
     """The metrics of `metrics` that can be counted from `samples`."""
     if kind_of(samples) == "classification":
-        out = [m for m in metrics if m in CLASSIFICATION_METRICS]
-        return [m for m in out if m != "top5" or samples["top5"].shape[1] >= 5]
+        out = [m for m in metrics if m in CLASSIFICATION_METRICS + ("f1_macro",)
+               or (m in WORST_GROUP and "group" in samples)]
+        return [m for m in out if WORST_GROUP.get(m, m) != "top5" or samples["top5"].shape[1] >= 5]
     if kind_of(samples) == "jaccard":  # a group needs games
         return [m for m in metrics if m in JACCARD_GROUPS and JACCARD_GROUPS[m](samples["candidates"]).any()]
     if kind_of(samples) == "hits":
@@ -149,6 +157,10 @@ class _Counter:
             self.hit = {"top1": hits[:, 0], "top5": hits[:, :5].any(axis=1)}
             self.target = target.astype(np.int64)
             self.classes = int(max(target.max(initial=-1), top.max(initial=-1))) + 1
+            self.predicted = top[:, 0].astype(np.int64)
+            if "group" in samples:  # groups numbered 0.. in order of value
+                values, self.group = np.unique(samples["group"], return_inverse=True)
+                self.groups = len(values)
         elif self.kind == "jaccard":
             self.jaccard = samples["jaccard"].astype(np.float64)
             self.member = {metric: JACCARD_GROUPS[metric](samples["candidates"]) for metric in self.metrics}
@@ -173,13 +185,16 @@ class _Counter:
         out = {}
         for metric in self.metrics:
             if metric == "mean_per_class_recall":
-                rows = np.arange(index.shape[0])[:, None] * self.classes + self.target[index]
-                size = index.shape[0] * self.classes
-                counts = np.bincount(rows.ravel(), minlength=size).reshape(-1, self.classes)
-                hits = np.bincount(rows.ravel(), weights=self.hit["top1"][index].ravel().astype(np.float64),
-                                   minlength=size).reshape(-1, self.classes)
-                recall = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
-                out[metric] = 100.0 * recall.sum(axis=1) / (counts > 0).sum(axis=1)
+                counts, hits = self._per_bin(index, self.target, self.classes, self.hit["top1"])
+                out[metric] = 100.0 * _mean_present(hits / np.maximum(counts, 1), counts)
+            elif metric == "f1_macro":  # 2TP / (2TP + FP + FN) = 2TP / (predicted + true), per class present
+                counts, hits = self._per_bin(index, self.target, self.classes, self.hit["top1"])
+                predicted, _ = self._per_bin(index, self.predicted, self.classes)
+                out[metric] = 100.0 * _mean_present(2 * hits / np.maximum(predicted + counts, 1), counts)
+            elif metric in WORST_GROUP:
+                counts, hits = self._per_bin(index, self.group, self.groups, self.hit[WORST_GROUP[metric]])
+                accuracy = np.where(counts > 0, hits / np.maximum(counts, 1), np.inf)
+                out[metric] = 100.0 * accuracy.min(axis=1)
             elif self.kind == "multilabel":
                 out[metric] = self._mean_average_precision(index)
             elif self.kind == "jaccard":  # the group's mean in each resample; NaN where it drew none of the group
@@ -191,6 +206,16 @@ class _Counter:
             else:
                 out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.n
         return out
+
+    @staticmethod
+    def _per_bin(index: np.ndarray, bins: np.ndarray, size: int, hit: Optional[np.ndarray] = None):
+        """(resamples, size) how many drawn units fall in each bin and, with `hit`, how many of them hit."""
+        rows = (np.arange(index.shape[0])[:, None] * size + bins[index]).ravel()
+        counts = np.bincount(rows, minlength=index.shape[0] * size).reshape(-1, size)
+        if hit is None:
+            return counts, None
+        hits = np.bincount(rows, weights=hit[index].ravel().astype(np.float64), minlength=index.shape[0] * size)
+        return counts, hits.reshape(-1, size)
 
     def _mean_average_precision(self, index: np.ndarray) -> np.ndarray:
         """tasks/metrics.mean_average_precision of each resample's images (rows of `index`), vectorised."""
@@ -205,6 +230,11 @@ class _Counter:
         return 100.0 * total / self.scores.shape[1]
 
 
+def _mean_present(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each row's mean of `values` over the columns whose count is positive."""
+    return np.where(counts > 0, values, 0.0).sum(axis=1) / (counts > 0).sum(axis=1)
+
+
 def point_metrics(samples: Samples, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """The metrics (percent) counted from every sample once: the record's numbers."""
     metrics = supported(samples, metrics if metrics is not None else _all_metrics(samples))
@@ -214,7 +244,7 @@ def point_metrics(samples: Samples, metrics: Optional[Sequence[str]] = None) -> 
 
 def _all_metrics(samples: Samples) -> List[str]:
     if kind_of(samples) == "classification":
-        return list(CLASSIFICATION_METRICS)
+        return list(CLASSIFICATION_METRICS) + (list(WORST_GROUP) if "group" in samples else [])
     if kind_of(samples) == "jaccard":
         return list(JACCARD_GROUPS)
     if kind_of(samples) == "hits":

@@ -60,28 +60,37 @@ class ZeroShotClassification(Task):
         if 5 in acc:
             metrics["top5"] = acc[5]
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        metrics.update(_requested(options or self.options_of({}), data, feats, top))
+        options = options or self.options_of({})
+        groups = _groups(options, data, feats)
+        metrics.update(_requested(options, feats, top, groups))
         return TaskOutput(
             metrics=metrics, num_images=len(feats.indices), skipped_images=feats.skipped(len(images)),
             model_seconds=feats.seconds,
-            samples=classification_samples(top.numpy(), feats.targets.numpy(), feats.indices.numpy()),
+            samples=classification_samples(top.numpy(), feats.targets.numpy(), feats.indices.numpy(),
+                                           None if groups is None else groups.numpy()),
             details={"num_classes": len(data.classnames), "num_templates": len(data.templates),
                      "image_features": "cached" if feats.cached else "computed"},
         )
 
 
-def _requested(options, data, feats, top) -> dict:
+def _groups(options, data, feats) -> Optional[torch.Tensor]:
+    """Each sample's value of the metadata field `group_by` names (None without one)."""
+    if options["group_by"] is None:
+        return None
+    metadata = getattr(data, "metadata", None)
+    if metadata is None or options["group_by"] >= metadata.shape[1]:
+        fields = 0 if metadata is None else metadata.shape[1]
+        raise UtabenchError(f"group_by {options['group_by']}: dataset {data.name} has {fields} metadata fields "
+                            "per sample (a wds set's .npy)")
+    return torch.as_tensor(metadata[feats.indices.numpy(), options["group_by"]])
+
+
+def _requested(options, feats, top, groups) -> dict:
     """The DataComp metrics the options ask for."""
     out = {}
     if options["f1_macro"]:
         out["f1_macro"] = macro_f1(top[:, 0], feats.targets)
-    if options["group_by"] is not None:
-        metadata = getattr(data, "metadata", None)
-        if metadata is None or options["group_by"] >= metadata.shape[1]:
-            fields = 0 if metadata is None else metadata.shape[1]
-            raise UtabenchError(f"group_by {options['group_by']}: dataset {data.name} has {fields} metadata fields "
-                                "per sample (a wds set's .npy)")
-        groups = torch.as_tensor(metadata[feats.indices.numpy(), options["group_by"]])
+    if groups is not None:
         hits = top.eq(feats.targets.view(-1, 1))
         out["top1_worst_group"] = worst_group_accuracy(hits[:, 0], groups)
         if top.shape[1] >= 5:
