@@ -30,6 +30,8 @@ from utabench.llava.judge import OfflineJudge, OpenAIJudge, make_judge, parse_sc
 from utabench.llava.model import build, load_tokenizer
 from utabench.llava.pipeline import load_finetuned, load_recipe, stage_config, train_stage
 from utabench.llava.projector import build_projector, load_projector
+from utabench.tasks.bootstrap import bootstrap_ci, point_metrics
+from utabench.tasks.llava_bench import review_samples
 
 TINY = {"stage1": {"optim": {"batch_size": 4, "epochs": 1, "warmup_steps": 1}},
         "stage2": {"optim": {"batch_size": 4, "epochs": 1, "warmup_steps": 1}},
@@ -298,10 +300,26 @@ def test_scores_equal_upstream_summarize_gpt_review(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in reviews))
     upstream = _upstream_summarize(path)
     ours = summarize(reviews)
+    samples = review_samples(reviews, list(range(60)))
     for key, name in (("llava_bench_conv", "conversation"), ("llava_bench_detail", "detail"),
                       ("llava_bench_complex", "complex"), ("all", "overall")):
         assert [ours[name], ours[f"{name}_reference_x10"], ours[f"{name}_model_x10"]] == upstream[key], key
         assert ours[f"{name}_parse_failures"] == 0
+        assert point_metrics(samples)[name] == pytest.approx(upstream[key][0], abs=0.051)  # unrounded
+    # the intervals: questions resampled, each category's score over its drawn questions, written out
+    ref, model = np.array([r["tuple"][0] for r in reviews]), np.array([r["tuple"][1] for r in reviews])
+    category = np.arange(60) % 3
+    rng, stats = np.random.default_rng(0), {name: [] for name in ("conversation", "detail", "complex", "overall")}
+    for _ in range(200):
+        drawn = rng.integers(0, 60, size=60)
+        for c, name in enumerate(("conversation", "detail", "complex")):
+            mine = drawn[category[drawn] == c]
+            stats[name].append(100.0 * model[mine].sum() / ref[mine].sum())
+        stats["overall"].append(100.0 * model[drawn].sum() / ref[drawn].sum())
+    expected = {name: pytest.approx(list(np.percentile(values, [2.5, 97.5])), rel=1e-12)
+                for name, values in stats.items()}
+    assert bootstrap_ci(samples, resamples=200) == expected
+    assert samples["ids"].tolist() == list(range(60))
 
 
 def test_parse_failures_are_counted_and_left_out(tmp_path):
@@ -312,6 +330,8 @@ def test_parse_failures_are_counted_and_left_out(tmp_path):
     scores = summarize(good + bad)
     assert scores["conversation"] == 75.0 and scores["conversation_parse_failures"] == 1
     assert scores["overall_parse_failures"] == 1
+    kept = review_samples(good + bad, [0, 1, 2, 9])
+    assert kept["ids"].tolist() == [0, 1, 2] and point_metrics(kept) == {"conversation": 75.0, "overall": 75.0}
     path = tmp_path / "with_failure.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in good + bad))
     assert _upstream_summarize(path)["all"][0] == pytest.approx(100 * 4.25 / 5.75, abs=0.05)  # upstream averages -1 in
@@ -447,6 +467,9 @@ def test_run_llava_bench_end_to_end_and_table3(world, tmp_path, capsys):
     assert record["provenance"]["task_details"]["judge"] == "offline-word-f1"
     assert not record["provenance"]["task_details"]["judge_comparable_to_paper"]
     assert 10.0 <= record["metrics"]["overall"] <= 100.0
+    assert set(record["ci"]) == {"conversation", "detail", "complex", "overall"}  # questions resampled
+    low, high = record["ci"]["overall"]
+    assert low - 0.05 <= record["metrics"]["overall"] <= high + 0.05  # the record's score is rounded to 0.1
     # how its numbers were made: each stage at the recipe's batch and precision, answers one question at a time
     recipe = load_recipe("world", TINY)
     assert record["provenance"]["training"] == {
@@ -458,7 +481,7 @@ def test_run_llava_bench_end_to_end_and_table3(world, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "### Table 3" in table and "offline-word-f1" in table and "GPT-4" in table
     row = next(line for line in table.splitlines() if line.startswith("| uta:tiny"))
-    assert re.search(r"\|\s+[\d.]+\s+\|", row)
+    assert re.search(r"\|\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+\|", row)  # ours and its interval
     paper = next(line for line in table.splitlines() if "↳ paper: UTA B/16" in line)
     assert "80.8" in paper and "78.8" in paper
 

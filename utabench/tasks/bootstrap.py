@@ -1,5 +1,5 @@
-"""Per-sample outcomes of zero-shot classification (multi-label too), retrieval, WinoGAViL, kNN and few-shot, and
-bootstrap intervals from them.
+"""Per-sample outcomes of zero-shot classification (multi-label too), retrieval, WinoGAViL, the probes, fine-tuning and
+LLaVA-Bench, and bootstrap intervals from them.
 
 A task keeps, per sample, what its metrics are counted from (`TaskOutput.samples`), and the runner writes it beside
 the record as `<record>.samples.npz`:
@@ -19,8 +19,13 @@ the record as `<record>.samples.npz`:
   percent; a group without games has no value.
 - multilabel (zero-shot on a multi-label set): `scores` (samples, classes) the zero-shot logits; `multi_hot` (samples,
   classes) the labels; `ids` (samples,). The metric is clip_benchmark's mean average precision (tasks/metrics.py).
-- hits (kNN, few-shot): `hit_<metric>` (samples,) for each metric, the sample's hit (0 or 1; few-shot: its mean over
-  the seeds, whose probes all score the same test split); `ids` (samples,). The metric is the mean hit, in percent.
+- relative (LLaVA-Bench): `reference` and `model` (questions,) the judge's scores of the reference answer and of the
+  model's, for the questions whose review parsed; `in_<metric>` (questions,) whether a question counts in a metric
+  (its category, and overall); `ids` (questions,) each question's index in the bench. The metric is LLaVA's relative
+  score, 100 x the model's summed score over the reference's (upstream rounds it to 0.1; the interval is unrounded).
+- hits (kNN, few-shot, fine-tuning): `hit_<metric>` (samples,) for each metric, the sample's hit (0 or 1; few-shot:
+  its mean over the seeds, whose probes all score the same test split); `ids` (samples,). The metric is the mean hit,
+  in percent.
 
 Every metric is recomputed from these (`point_metrics`; a hit at k is a rank below k), and its 95% interval is the
 percentile bootstrap over `RESAMPLES` resamples drawn with `SEED`: resample `b` is `rng.integers(0, n, size=n)` of
@@ -37,7 +42,8 @@ count, not what they are ranked against. A jaccard resample draws games; a group
 that drew one of its games. A multilabel resample draws images, and each class's average precision ranks the drawn
 images (a class that none of them has counts 0, as in the full set). A hits resample draws test images; a few-shot
 interval is that of the seeds' mean on resampled test images, with the shots held fixed (the spread over shot
-selections is the record's `_std`).
+selections is the record's `_std`). A relative resample draws questions; a category's interval is over the resamples
+that drew one of its questions.
 
 A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
 samples, so Δ = B − A is resampled with what the two share.
@@ -71,7 +77,8 @@ JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambd
                   "jaccard_score_10-12": lambda n: n >= 10}
 
 MAP = "mean_average_precision"
-HIT = "hit_"  # a hits file's array of one metric: hit_top1_k10
+HIT = "hit_"
+IN = "in_"  # a relative file's membership of one metric: in_overall  # a hits file's array of one metric: hit_top1_k10
 Samples = Dict[str, np.ndarray]
 
 
@@ -85,11 +92,14 @@ def kind_of(samples: Samples) -> str:
         return "jaccard"
     if {"scores", "multi_hot", "ids"} <= set(samples):
         return "multilabel"
+    if {"reference", "model", "ids"} <= set(samples):
+        return "relative"
     if "ids" in samples and any(key.startswith(HIT) for key in samples):
         return "hits"
     raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
                         "target, ids), retrieval's (text_rank, text_image, image_rank, ids), WinoGAViL's (jaccard, "
-                        f"candidates, ids), multilabel (scores, multi_hot, ids) nor hits ({HIT}<metric>..., ids)")
+                        f"candidates, ids), multilabel (scores, multi_hot, ids), relative (reference, model, ids) nor "
+                        f"hits ({HIT}<metric>..., ids)")
 
 
 def units(samples: Samples) -> int:
@@ -120,6 +130,14 @@ def multilabel_samples(scores: np.ndarray, multi_hot: np.ndarray, ids: np.ndarra
             "ids": np.asarray(ids, dtype=np.int64)}
 
 
+def relative_samples(reference: np.ndarray, model: np.ndarray, members: Dict[str, np.ndarray],
+                     ids: np.ndarray) -> Samples:
+    """`members` {metric: (questions,) bool} the questions each relative score sums over."""
+    return {"reference": np.asarray(reference, dtype=np.float64), "model": np.asarray(model, dtype=np.float64),
+            **{IN + metric: np.asarray(member, dtype=bool) for metric, member in members.items()},
+            "ids": np.asarray(ids, dtype=np.int64)}
+
+
 def hits_samples(hits: Dict[str, np.ndarray], ids: np.ndarray) -> Samples:
     """`hits` {metric: (samples,) hit per sample, 0..1}."""
     return {**{HIT + metric: np.asarray(hit, dtype=np.float64) for metric, hit in hits.items()},
@@ -138,6 +156,8 @@ def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
         return [m for m in metrics if HIT + m in samples]
     if kind_of(samples) == "multilabel":
         return [m for m in metrics if m == MAP]
+    if kind_of(samples) == "relative":  # a category needs questions
+        return [m for m in metrics if IN + m in samples and samples[IN + m].any()]
     return [m for m in metrics if _RECALL.match(m)]
 
 
@@ -168,6 +188,9 @@ class _Counter:
             self.hit = {metric: samples[HIT + metric].astype(np.float64) for metric in self.metrics}
         elif self.kind == "multilabel":
             self.scores, self.truth = samples["scores"], samples["multi_hot"].astype(bool)
+        elif self.kind == "relative":
+            self.reference, self.model = samples["reference"], samples["model"]
+            self.member = {metric: samples[IN + metric] for metric in self.metrics}
         else:
             text_image = samples["text_image"].astype(np.int64)
             self.texts = np.bincount(text_image, minlength=self.n)
@@ -197,6 +220,11 @@ class _Counter:
                 out[metric] = 100.0 * accuracy.min(axis=1)
             elif self.kind == "multilabel":
                 out[metric] = self._mean_average_precision(index)
+            elif self.kind == "relative":  # NaN where a resample drew none of the metric's questions
+                member = self.member[metric][index]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[metric] = (100.0 * (self.model[index] * member).sum(axis=1)
+                                   / (self.reference[index] * member).sum(axis=1))
             elif self.kind == "jaccard":  # the group's mean in each resample; NaN where it drew none of the group
                 member = self.member[metric][index]
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -251,6 +279,8 @@ def _all_metrics(samples: Samples) -> List[str]:
         return [key[len(HIT):] for key in samples if key.startswith(HIT)]
     if kind_of(samples) == "multilabel":
         return [MAP]
+    if kind_of(samples) == "relative":
+        return [key[len(IN):] for key in samples if key.startswith(IN)]
     return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
 
 
@@ -267,7 +297,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> It
 
 def _interval(stats: np.ndarray, level: float) -> List[float]:
     tail = round(50.0 * (1.0 - level), 10)  # 2.5 for 95%, exactly
-    stats = stats[~np.isnan(stats)]  # a jaccard group's resamples that drew none of its games
+    stats = stats[~np.isnan(stats)]  # the resamples that drew none of a group's games or a category's questions
     low, high = np.percentile(stats, [tail, 100.0 - tail])
     return [float(low), float(high)]
 
@@ -301,6 +331,8 @@ def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, le
                          "image retrieval their texts); ranks against the full gallery",
             "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games",
             "multilabel": "images, with replacement; each class's average precision over the drawn images",
+            "relative": "questions, with replacement; a category's score over the resamples that drew one of its "
+                        "questions",
             "hits": "test images, with replacement (few-shot: the shots held fixed, each image's hit its mean over the "
                     "seeds)"}[kind]
     return {"method": "percentile bootstrap", "level": level, "resamples": resamples, "seed": seed,
@@ -312,7 +344,7 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
     keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates",
-                    "multilabel": "multi_hot", "hits": "ids"}[kind_of(a)])
+                    "multilabel": "multi_hot", "relative": "ids", "hits": "ids"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
             return f"their sample {key if key.endswith('s') else key + 's'} differ"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -23,7 +23,7 @@ from utabench.core.registry import TASKS
 from utabench.core.schema import Schema
 from utabench.core.tablespec import TableSpec, register_table
 from utabench.llava.bench import generate_answers, read_complete_lines, review_answers
-from utabench.llava.judge import make_judge, summarize
+from utabench.llava.judge import CATEGORY_NAMES, make_judge, summarize
 from utabench.llava.model import llm_dtype
 from utabench.llava.pipeline import (
     load_finetuned,
@@ -34,6 +34,7 @@ from utabench.llava.pipeline import (
     weights_fingerprint,
 )
 from utabench.tasks.base import Task, TaskOutput
+from utabench.tasks.bootstrap import Samples, relative_samples
 
 METRICS = {"conversation": "conversation", "detail": "detail", "complex": "complex", "overall": "overall",
            "parse_failures": "overall_parse_failures"}
@@ -145,6 +146,7 @@ class LlavaBench(Task):
         reviews = list(read_complete_lines(reviews_path, "question_id").values())  # every rank reads; rank 0 wrote
         scores = summarize(reviews)
         metrics = {ours: scores.get(theirs, 0) for ours, theirs in METRICS.items()}
+        samples = review_samples(reviews, [q["question_id"] for q in data.bench.questions])
         details = {"variant": data.bench.variant, "judge": judge.name, "judge_comparable_to_paper": judge.comparable,
                    "judge_note": judge.note, "scores": scores, "recipe": recipe["source"], "stages": stages,
                    "model": str(folder), "answers": str(answers_path), "reviews": str(reviews_path)}
@@ -155,7 +157,21 @@ class LlavaBench(Task):
         evaluation = Setup(1, ctx.precision, ctx.device_type, 1)  # generate_answers: one question at a time, rank 0
         return TaskOutput(metrics=metrics, num_images=data.num_questions, model_seconds=seconds,
                           train_seconds=train_seconds, details=details, discard=discard, evaluation=evaluation,
-                          training=training)
+                          training=training, samples=samples)
+
+
+def review_samples(reviews: List[Dict[str, Any]], question_ids: List[Any]) -> Optional[Samples]:
+    """The judge's reference and model scores of each parsed review, with the metrics it counts in (its category and
+    overall), for the relative scores' intervals; None when no review parsed."""
+    parsed = [r for r in reviews if list(r["tuple"]) != [-1, -1]]
+    if not parsed:
+        return None
+    position = {qid: i for i, qid in enumerate(question_ids)}
+    names = [CATEGORY_NAMES.get(r["category"], r["category"]) for r in parsed]
+    members = {metric: [name == metric for name in names] for metric in METRICS if metric in names}
+    members["overall"] = [True] * len(parsed)
+    return relative_samples([r["tuple"][0] for r in parsed], [r["tuple"][1] for r in parsed], members,
+                            [position[r["question_id"]] for r in parsed])
 
 
 def _first(group, field: str):
