@@ -112,3 +112,46 @@ def test_segmentation_metric_known_answers():
     # class x: intersection 1, union 2 -> 50%; class y: intersection 2, union 3 -> 66.67%; mean 58.33 (mmseg's 2
     # places); accuracy: x 1/2, y 2/2 -> mAcc 75; pixels right 3 of 4 -> aAcc 75
     assert Segmentation().metrics(metric.evaluate(1), "ade20k") == {"mIoU": 58.33, "mAcc": 75.0, "aAcc": 75.0}
+
+
+def test_kept_areas_give_intervals_equal_to_mmseg_on_each_resample(tmp_path):
+    """KeptAreasIoUMetric reports IoUMetric's numbers and keeps each image's areas; the bootstrap of mIoU, mAcc and
+    aAcc over images equals mmseg's own total_area_to_metrics on each resample's summed areas, written out."""
+    from mmengine.structures import PixelData
+    from mmseg.evaluation import IoUMetric
+    from mmseg.structures import SegDataSample
+
+    from utabench.dense.iou_areas import KeptAreasIoUMetric
+    from utabench.tasks.bootstrap import bootstrap_ci, iou_samples, point_metrics
+
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(17):
+        gt = rng.integers(0, 4, (6, 7))
+        pred = np.where(rng.random((6, 7)) < 0.6, gt, rng.integers(0, 4, (6, 7)))
+        gt[0, 0] = 255  # mmseg's ignore index
+        s = SegDataSample()
+        s.pred_sem_seg, s.gt_sem_seg = PixelData(data=torch.tensor(pred)[None]), PixelData(data=torch.tensor(gt)[None])
+        images.append(s.to_dict())
+    theirs = IoUMetric(iou_metrics=["mIoU"])
+    ours = KeptAreasIoUMetric(str(tmp_path / "areas.npz"), iou_metrics=["mIoU"])
+    for metric in (theirs, ours):
+        metric.dataset_meta = {"classes": ("a", "b", "c", "d")}
+        metric.process({}, images)
+    assert ours.evaluate(17) == theirs.evaluate(17)
+    with np.load(tmp_path / "areas.npz") as kept:
+        samples = iou_samples(**{name: kept[name] for name in kept.files})
+    assert samples["intersect"].shape == (17, 4) and samples["label"].sum() == 17 * 41  # the ignored pixel left out
+
+    def mmseg_on(index):
+        totals = [torch.from_numpy(samples[name][index].sum(axis=0)) for name in ("intersect", "union", "pred",
+                                                                                    "label")]
+        m = IoUMetric.total_area_to_metrics(*totals, metrics=["mIoU"])
+        return {"mIoU": 100 * np.nanmean(m["IoU"]), "mAcc": 100 * np.nanmean(m["Acc"]), "aAcc": 100 * float(m["aAcc"])}
+
+    assert point_metrics(samples) == pytest.approx(mmseg_on(np.arange(17)), rel=1e-12)
+    draws = np.random.default_rng(0)
+    per = [mmseg_on(draws.integers(0, 17, size=17)) for _ in range(300)]
+    got = bootstrap_ci(samples, resamples=300)
+    for name in ("mIoU", "mAcc", "aAcc"):
+        assert got[name] == pytest.approx(list(np.percentile([p[name] for p in per], [2.5, 97.5])), rel=1e-12)

@@ -56,6 +56,8 @@ def test_dense_task_trains_evaluates_and_reevaluates(world, tmp_path, task, dtyp
     assert _run(world, tmp_path / "e", task, dtype, recipe, "--eval-only", details["finetuned_checkpoint"]) == 0
     again = read_record(tmp_path / "e" / "uta_tiny" / task / f"{dtype}.json")
     assert again.metrics == record["metrics"] and again.provenance["training"] == {}  # it trained nothing
+    if task == "segmentation":  # each test image's areas kept: intervals over images
+        assert set(record["ci"]) == {"mIoU", "mAcc", "aAcc"} and again.ci == record["ci"]
     assert not load_results(tmp_path / "r").empty
 
 

@@ -180,6 +180,11 @@ def use_cpu_processes(cfg) -> None:
     cfg.env_cfg.dist_cfg = dict(backend="gloo")
 
 
+def areas_file(work_dir: Path) -> Path:
+    """Where a segmentation test keeps each image's areas (dense/iou_areas.py)."""
+    return Path(work_dir) / "test_areas.npz"
+
+
 def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], data, options: Dict[str, Any], mean_std,
                 work_dir: Path, gpus: int, workers: int) -> Dict[str, float]:
     """Complete `cfg` in place for one run; returns the schedule actually used."""
@@ -204,6 +209,9 @@ def fill_recipe(cfg, recipe: str, kind: str, backbone_entry: Dict[str, Any], dat
         dataset["metainfo"] = dict(classes=tuple(classes))
     if data.val_ann is not None:
         cfg.test_evaluator.ann_file = str(data.val_ann)
+    if isinstance(cfg.test_evaluator, dict) and cfg.test_evaluator.get("type") == "IoUMetric":
+        # the same metric, keeping each image's areas for the record's intervals
+        cfg.test_evaluator.type, cfg.test_evaluator.areas_file = "KeptAreasIoUMetric", str(areas_file(work_dir))
     if options.get("iters"):
         set_iterations(cfg, int(options["iters"]))
     schedule = scale_schedule(cfg, gpus)

@@ -19,6 +19,10 @@ the record as `<record>.samples.npz`:
   percent; a group without games has no value.
 - multilabel (zero-shot on a multi-label set): `scores` (samples, classes) the zero-shot logits; `multi_hot` (samples,
   classes) the labels; `ids` (samples,). The metric is clip_benchmark's mean average precision (tasks/metrics.py).
+- iou (segmentation): `intersect`, `union`, `pred`, `label` (images, classes) each test image's pixel counts per class
+  as mmseg's IoUMetric counts them; `ids` (images,). The metrics are IoUMetric's: mIoU (the mean over classes of the
+  summed intersection over the summed union, a class with no union left out), mAcc (intersection over label) and aAcc
+  (all intersections over all labels), in percent (the record's are mmseg's, rounded to 0.01; the interval is not).
 - relative (LLaVA-Bench): `reference` and `model` (questions,) the judge's scores of the reference answer and of the
   model's, for the questions whose review parsed; `in_<metric>` (questions,) whether a question counts in a metric
   (its category, and overall); `ids` (questions,) each question's index in the bench. The metric is LLaVA's relative
@@ -43,7 +47,7 @@ that drew one of its games. A multilabel resample draws images, and each class's
 images (a class that none of them has counts 0, as in the full set). A hits resample draws test images; a few-shot
 interval is that of the seeds' mean on resampled test images, with the shots held fixed (the spread over shot
 selections is the record's `_std`). A relative resample draws questions; a category's interval is over the resamples
-that drew one of its questions.
+that drew one of its questions. An iou resample draws test images and sums their areas.
 
 A paired comparison (`paired_delta`) draws the same resample indices for both backbones' outcomes on the same
 samples, so Δ = B − A is resampled with what the two share.
@@ -77,6 +81,8 @@ JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambd
                   "jaccard_score_10-12": lambda n: n >= 10}
 
 MAP = "mean_average_precision"
+AREAS = ("intersect", "union", "pred", "label")  # an iou file's per-image pixel counts (mmseg's IoUMetric)
+IOU_METRICS = ("mIoU", "mAcc", "aAcc")
 HIT = "hit_"
 IN = "in_"  # a relative file's membership of one metric: in_overall  # a hits file's array of one metric: hit_top1_k10
 Samples = Dict[str, np.ndarray]
@@ -94,12 +100,14 @@ def kind_of(samples: Samples) -> str:
         return "multilabel"
     if {"reference", "model", "ids"} <= set(samples):
         return "relative"
+    if set(AREAS) <= set(samples):
+        return "iou"
     if "ids" in samples and any(key.startswith(HIT) for key in samples):
         return "hits"
     raise UtabenchError(f"per-sample outcomes with arrays {sorted(samples)} are neither classification's (top5, "
                         "target, ids), retrieval's (text_rank, text_image, image_rank, ids), WinoGAViL's (jaccard, "
-                        f"candidates, ids), multilabel (scores, multi_hot, ids), relative (reference, model, ids) nor "
-                        f"hits ({HIT}<metric>..., ids)")
+                        "candidates, ids), multilabel (scores, multi_hot, ids), relative (reference, model, ids), iou "
+                        f"({', '.join(AREAS)}, ids) nor hits ({HIT}<metric>..., ids)")
 
 
 def units(samples: Samples) -> int:
@@ -138,6 +146,12 @@ def relative_samples(reference: np.ndarray, model: np.ndarray, members: Dict[str
             "ids": np.asarray(ids, dtype=np.int64)}
 
 
+def iou_samples(intersect: np.ndarray, union: np.ndarray, pred: np.ndarray, label: np.ndarray) -> Samples:
+    """Each test image's areas, in dataset order."""
+    areas = {name: np.asarray(value, dtype=np.float64) for name, value in zip(AREAS, (intersect, union, pred, label))}
+    return {**areas, "ids": np.arange(len(areas["intersect"]), dtype=np.int64)}
+
+
 def hits_samples(hits: Dict[str, np.ndarray], ids: np.ndarray) -> Samples:
     """`hits` {metric: (samples,) hit per sample, 0..1}."""
     return {**{HIT + metric: np.asarray(hit, dtype=np.float64) for metric, hit in hits.items()},
@@ -156,6 +170,8 @@ def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
         return [m for m in metrics if HIT + m in samples]
     if kind_of(samples) == "multilabel":
         return [m for m in metrics if m == MAP]
+    if kind_of(samples) == "iou":
+        return [m for m in metrics if m in IOU_METRICS]
     if kind_of(samples) == "relative":  # a category needs questions
         return [m for m in metrics if IN + m in samples and samples[IN + m].any()]
     return [m for m in metrics if _RECALL.match(m)]
@@ -188,6 +204,8 @@ class _Counter:
             self.hit = {metric: samples[HIT + metric].astype(np.float64) for metric in self.metrics}
         elif self.kind == "multilabel":
             self.scores, self.truth = samples["scores"], samples["multi_hot"].astype(bool)
+        elif self.kind == "iou":
+            self.areas = {name: samples[name] for name in AREAS}
         elif self.kind == "relative":
             self.reference, self.model = samples["reference"], samples["model"]
             self.member = {metric: samples[IN + metric] for metric in self.metrics}
@@ -205,6 +223,8 @@ class _Counter:
 
     def __call__(self, index: np.ndarray) -> Dict[str, np.ndarray]:
         """Each metric (percent) of each resample, `index` (resamples, n) the units each resample drew."""
+        if self.kind == "iou":
+            return self._iou(index)
         out = {}
         for metric in self.metrics:
             if metric == "mean_per_class_recall":
@@ -234,6 +254,16 @@ class _Counter:
             else:
                 out[metric] = 100.0 * self.hit[metric][index].sum(axis=1) / self.n
         return out
+
+    def _iou(self, index: np.ndarray) -> Dict[str, np.ndarray]:
+        """IoUMetric's metrics of each resample: its images' areas summed (a draw matrix times the areas)."""
+        draws = np.stack([np.bincount(row, minlength=self.n) for row in index]).astype(np.float64)
+        total = {name: draws @ areas for name, areas in self.areas.items()}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {"mIoU": np.nanmean(total["intersect"] / total["union"], axis=1),
+                      "mAcc": np.nanmean(total["intersect"] / total["label"], axis=1),
+                      "aAcc": total["intersect"].sum(axis=1) / total["label"].sum(axis=1)}
+        return {metric: 100.0 * values[metric] for metric in self.metrics}
 
     @staticmethod
     def _per_bin(index: np.ndarray, bins: np.ndarray, size: int, hit: Optional[np.ndarray] = None):
@@ -281,6 +311,8 @@ def _all_metrics(samples: Samples) -> List[str]:
         return [MAP]
     if kind_of(samples) == "relative":
         return [key[len(IN):] for key in samples if key.startswith(IN)]
+    if kind_of(samples) == "iou":
+        return list(IOU_METRICS)
     return [f"{side}_r{k}" for side in ("text", "image") for k in (1, 5, 10)]
 
 
@@ -331,6 +363,7 @@ def ci_method(samples: Samples, resamples: int = RESAMPLES, seed: int = SEED, le
                          "image retrieval their texts); ranks against the full gallery",
             "jaccard": "games, with replacement; a group's mean over the resamples that drew one of its games",
             "multilabel": "images, with replacement; each class's average precision over the drawn images",
+            "iou": "test images, with replacement; each resample's areas summed before the ratios",
             "relative": "questions, with replacement; a category's score over the resamples that drew one of its "
                         "questions",
             "hits": "test images, with replacement (few-shot: the shots held fixed, each image's hit its mean over the "
@@ -344,7 +377,7 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
     keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates",
-                    "multilabel": "multi_hot", "relative": "ids", "hits": "ids"}[kind_of(a)])
+                    "multilabel": "multi_hot", "relative": "ids", "iou": "ids", "hits": "ids"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
             return f"their sample {key if key.endswith('s') else key + 's'} differ"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from utabench.core.errors import UtabenchError
 from utabench.core.registry import TASKS
 from utabench.core.tablespec import AblationColumn, TableSpec, register_table
+from utabench.tasks.bootstrap import iou_samples
 from utabench.tasks.dense import DenseTask
 
 
@@ -15,6 +18,22 @@ class Segmentation(DenseTask):
     kind_of_type = {"ade20k": "ade20k"}
     training_stage = "segmentor"
     ablation_columns = (AblationColumn("ADE20K mIoU", "ade20k", "mIoU", 6),)
+
+    def run(self, backbone, data, ctx, options=None):
+        """DenseTask's run, with each test image's areas (when the recipe's metric is mmseg's IoUMetric) as the
+        record's per-sample outcomes."""
+        if ctx.work_dir is None:
+            return super().run(backbone, data, ctx, options)
+        from utabench.dense.recipe import areas_file
+
+        kept = areas_file(ctx.work_dir)
+        if ctx.dist.is_main:
+            kept.unlink(missing_ok=True)  # an earlier test's, in a resumed work directory
+        out = super().run(backbone, data, ctx, options)
+        if kept.is_file():
+            with np.load(kept, allow_pickle=False) as areas:
+                out.samples = iou_samples(**{name: areas[name] for name in areas.files})
+        return out
 
     def metrics(self, raw, kind):
         return {name: round(float(raw[name]), 2) for name in ("mIoU", "mAcc", "aAcc") if name in raw}  # mmseg: 2 places
