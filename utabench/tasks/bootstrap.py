@@ -83,13 +83,13 @@ JACCARD_GROUPS = {"avg_jaccard_score": lambda n: n > 0, "jaccard_score_5": lambd
 MAP = "mean_average_precision"
 AREAS = ("intersect", "union", "pred", "label")  # an iou file's per-image pixel counts (mmseg's IoUMetric)
 IOU_METRICS = ("mIoU", "mAcc", "aAcc")
-HIT = "hit_"
-IN = "in_"  # a relative file's membership of one metric: in_overall  # a hits file's array of one metric: hit_top1_k10
+HIT = "hit_"  # a hits file's array of one metric: hit_top1_k10
+IN = "in_"  # a relative file's membership of one metric: in_overall
 Samples = Dict[str, np.ndarray]
 
 
 def kind_of(samples: Samples) -> str:
-    """classification, retrieval, jaccard or hits, from the arrays a samples file holds."""
+    """classification, retrieval, jaccard, multilabel, relative, iou or hits, from the arrays a samples file holds."""
     if {"top5", "target", "ids"} <= set(samples):
         return "classification"
     if {"text_rank", "text_image", "image_rank", "ids"} <= set(samples):
@@ -111,7 +111,8 @@ def kind_of(samples: Samples) -> str:
 
 
 def units(samples: Samples) -> int:
-    """How many units a resample draws: samples (classification), images (retrieval) or games (jaccard)."""
+    """How many units a resample draws: samples (images; texts with their images for retrieval), games (jaccard) or
+    questions (relative)."""
     return len(samples["ids"])
 
 
@@ -377,7 +378,7 @@ def same_samples(a: Samples, b: Samples) -> Optional[str]:
     if kind_of(a) != kind_of(b):
         return f"one is {kind_of(a)}, the other {kind_of(b)}"
     keys = ("ids", {"classification": "target", "retrieval": "text_image", "jaccard": "candidates",
-                    "multilabel": "multi_hot", "relative": "ids", "iou": "ids", "hits": "ids"}[kind_of(a)])
+                    "multilabel": "multi_hot", "relative": "ids", "iou": "label", "hits": "ids"}[kind_of(a)])
     for key in keys:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
             return f"their sample {key if key.endswith('s') else key + 's'} differ"
