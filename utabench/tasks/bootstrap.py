@@ -173,8 +173,8 @@ def supported(samples: Samples, metrics: Sequence[str]) -> List[str]:
         return [m for m in metrics if m == MAP]
     if kind_of(samples) == "iou":
         return [m for m in metrics if m in IOU_METRICS]
-    if kind_of(samples) == "relative":  # a category needs questions
-        return [m for m in metrics if IN + m in samples and samples[IN + m].any()]
+    if kind_of(samples) == "relative":  # a category needs questions whose reference scored
+        return [m for m in metrics if IN + m in samples and samples["reference"][samples[IN + m]].sum() > 0]
     return [m for m in metrics if _RECALL.match(m)]
 
 
@@ -241,11 +241,12 @@ class _Counter:
                 out[metric] = 100.0 * accuracy.min(axis=1)
             elif self.kind == "multilabel":
                 out[metric] = self._mean_average_precision(index)
-            elif self.kind == "relative":  # NaN where a resample drew none of the metric's questions
+            elif self.kind == "relative":  # NaN where a resample drew none of the metric's questions (or only 0s)
                 member = self.member[metric][index]
+                reference = (self.reference[index] * member).sum(axis=1)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    out[metric] = (100.0 * (self.model[index] * member).sum(axis=1)
-                                   / (self.reference[index] * member).sum(axis=1))
+                    out[metric] = np.where(reference > 0, 100.0 * (self.model[index] * member).sum(axis=1)
+                                           / reference, np.nan)
             elif self.kind == "jaccard":  # the group's mean in each resample; NaN where it drew none of the group
                 member = self.member[metric][index]
                 with np.errstate(invalid="ignore", divide="ignore"):
