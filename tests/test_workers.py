@@ -118,3 +118,32 @@ def test_a_worker_whose_parent_is_killed_ends_too(tmp_path):
             time.sleep(0.2)
     finally:
         parent.kill()
+
+
+def _children(pid: int) -> set:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def test_world_generation_workers_end_when_their_parent_is_killed(tmp_path):
+    """The embedded world's generation processes (a ProcessPoolExecutor) exit too: a parent killed by `timeout` or
+    the OOM killer once left them running for good, holding its output pipes open."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from utabench.world.build import generate_world; "
+        "generate_world(Path(sys.argv[1]), workers=2)"), str(tmp_path / "world")])
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while len(workers) < 3:  # the two workers and multiprocessing's resource tracker
+            assert time.monotonic() < deadline and parent.poll() is None, "the workers never started"
+            workers = _children(parent.pid)
+            time.sleep(0.2)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"{[p for p in workers if not _gone(p)]} outlived their killed parent"
+            time.sleep(0.2)
+    finally:
+        parent.kill()

@@ -9,30 +9,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import threading
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, List, Optional, Tuple
 
 from utabench.core.errors import UtabenchError
+from utabench.core.orphans import exit_with_parent
 
 JOIN_SECONDS = 5.0  # how long `close` waits for a worker before it is terminated, and again before it is killed
-PARENT_POLL_SECONDS = 1.0  # how often a worker checks that its parent is alive
 
 
-def _end_with(parent: int) -> None:
-    """Exit when the parent process is gone (killed: it could not end its workers), instead of running on as an
-    orphan; what the worker wrote is atomic and its record locks are the kernel's, so nothing is left half done."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)
-
-
-def _serve(conn: Connection, initializer: Callable, initargs: tuple) -> None:
+def _serve(conn: Connection, parent: int, initializer: Callable, initargs: tuple) -> None:
     """A worker's loop: run the initializer, then each call it is sent, and send back (True, result) or
     (False, exception). A failed initializer is raised by every call (a worker that exited instead would look dead)."""
-    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
+    exit_with_parent(parent)
     failure: Optional[BaseException] = None
     try:
         initializer(*initargs)
@@ -81,7 +71,8 @@ class WorkerPool:
         try:
             for _ in range(count):
                 parent, child = context.Pipe()
-                process = context.Process(target=_serve, args=(child, initializer, initargs), daemon=True)
+                process = context.Process(target=_serve, args=(child, os.getpid(), initializer, initargs),
+                                          daemon=True)
                 process.start()
                 child.close()
                 self._workers.append(_Worker(process, parent))

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from utabench.core.orphans import exit_with_parent
 from utabench.world.dense import write_detection_sets, write_segmentation_set
 from utabench.world.llava import write_llava_sets, write_tiny_llm  # (imports transformers)
 from utabench.world.phrasing import join_phrases, where_in_image
@@ -243,7 +244,8 @@ def generate_world(root: Path, seed: int = 0, counts: Optional[Dict[str, int]] =
         for part in parts:
             part(root)
         return root
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         for done in [pool.submit(part, root) for part in parts]:
             done.result()
     return root
