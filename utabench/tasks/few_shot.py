@@ -138,7 +138,7 @@ class FewShot(ProbeTask):
         start = time.perf_counter()
         with preserved_rng(ctx.device):
             metrics, details, hits = few_shot_probe(feats.train.features, feats.train.targets, feats.test.features,
-                                              feats.test.targets, options, ctx.device)
+                                                    feats.test.targets, options, ctx.device)
         seconds = time.perf_counter() - start
         details.update(splits=list(data.splits), features=feats.described, precision="fp32",
                        image_features=feats.cached, seeds=list(options["seeds"]), shots=list(options["shots"]))
